@@ -1,0 +1,62 @@
+# Attention, from Theory to Triton: two commands from a fresh clone.
+#   make book   - create .venv, install everything, execute every notebook, build the site
+#   make test   - create .venv if needed, run the whole test suite
+# On a machine without a GPU, `make test TORCH_SPEC=torch==2.13.0` (what .ci/run does)
+# installs a small CPU build of torch; the default lets pip choose torch for you.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch>=2.5
+EXTRAS     ?= triton,course,dev
+PYTEST_ARGS ?=
+BIN        := $(VENV)/bin
+STAMP      := $(VENV)/.installed
+
+.PHONY: help venv test test-fast book lab labs sync check-sync grade clean
+
+help:
+	@echo "make book   - install into $(VENV), execute every notebook, build the site into _build/html"
+	@echo "make test   - install into $(VENV) if needed, run pytest (attnlib, tools, pairing, book, nbval)"
+	@echo "make lab    - start JupyterLab"
+	@echo "make labs   - regenerate labs/ from solutions/"
+	@echo "make sync   - regenerate every .ipynb from its paired .md"
+	@echo "make grade LAB=lab01_scaled_dot_product SUBMISSIONS=dir OUT=dir - grade submissions"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The library and tool tests only: no notebook execution, no book build.
+test-fast: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+book: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/jupyter-book build . --builder html
+	@echo
+	@echo "The site is built: open file://$(CURDIR)/_build/html/index.html"
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab
+
+labs: $(STAMP)
+	$(BIN)/python tools/make_labs.py
+
+sync: $(STAMP)
+	$(BIN)/python tools/sync.py
+
+check-sync: $(STAMP)
+	$(BIN)/python tools/sync.py --check
+	$(BIN)/python tools/make_labs.py --check
+
+grade: $(STAMP)
+	$(BIN)/python tools/grade.py $(LAB) $(SUBMISSIONS) --out $(OUT)
+
+clean:
+	rm -rf _build .jupyter_cache .pytest_cache
