@@ -84,7 +84,7 @@ def strip_markdown(source: str, where: str) -> str:
             out.append(line)
     if inside:
         raise LabError(f"{where}: <!-- BEGIN SOLUTION --> is never closed")
-    return "\n".join(out).strip("\n")
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip("\n")  # no gaps where a block was
 
 
 def make_lab(solution_nb, name: str = "solution"):

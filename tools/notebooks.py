@@ -2,8 +2,8 @@
 
 The MyST Markdown file (``.md``) is the source of every notebook. Its ``.ipynb``
 twin is *generated* from it, so that the same ``.md`` always gives the same
-bytes: cell ids are derived from the cells' roles (``exercise-1.2``,
-``check-1.2``) or positions, outputs are empty, and Jupytext's version is left
+bytes: cell ids are derived from the cells' roles (``exercise-1-2``,
+``check-1-2``) or positions, outputs are empty, and Jupytext's version is left
 out. That makes "is the pair in sync?" a plain byte comparison, independent of
 file timestamps (which a fresh clone scrambles).
 """
@@ -36,7 +36,7 @@ def read_md(path: Path) -> nbformat.NotebookNode:
 
 
 def cell_id(cell, index: int, seen: set) -> str:
-    """A stable, readable id: ``exercise-1.2``/``check-1.2`` for tagged cells, else ``cell-007``."""
+    """A stable, readable id: ``exercise-1-2``/``check-1-2`` for tagged cells, else ``cell-007``."""
     tags = cell.metadata.get("tags", [])
     exercise = cell.metadata.get("exercise")
     if exercise is not None and "exercise" in tags:
@@ -45,7 +45,7 @@ def cell_id(cell, index: int, seen: set) -> str:
         base = f"check-{exercise}" + ("-hidden" if "hidden" in tags else "")
     else:
         base = f"cell-{index:03d}"
-    base = re.sub(r"[^A-Za-z0-9_.-]", "-", base)
+    base = re.sub(r"[^A-Za-z0-9_-]", "-", base)  # ids allow letters, digits, - and _
     cid, n = base, 1
     while cid in seen:
         n += 1
