@@ -1,0 +1,102 @@
+"""tools/make_labs.py and tools/sync.py on synthetic notebooks."""
+
+import json
+import shutil
+
+import nbformat
+import pytest
+from helpers import ROOT
+
+import make_labs
+import notebooks
+import sync
+
+
+def _nb(*cells):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = list(cells)
+    return nb
+
+
+def _code(source, **metadata):
+    return nbformat.v4.new_code_cell(source, metadata=metadata)
+
+
+EXERCISE = """def f(x):
+    \"\"\"Docstring stays.\"\"\"
+    # Hint stays.
+    # BEGIN SOLUTION: double x
+    y = 2 * x
+    return y
+    # END SOLUTION
+"""
+
+
+def test_solution_block_becomes_not_implemented_error():
+    lab = make_labs.make_lab(_nb(_code(EXERCISE, exercise="2.1", tags=["exercise"])))
+    src = lab.cells[0].source
+    assert 'raise NotImplementedError("Exercise 2.1: double x")' in src
+    assert "Docstring stays" in src and "# Hint stays." in src and "2 * x" not in src
+    assert "    raise NotImplementedError" in src  # indentation kept
+    assert lab.cells[0].metadata["tags"] == ["exercise", "raises-exception"]
+    namespace = {}
+    exec(src, namespace)
+    with pytest.raises(NotImplementedError, match="Exercise 2.1: double x"):
+        namespace["f"](1)
+
+
+def test_hidden_checks_solution_only_cells_and_markdown_are_dropped():
+    nb = _nb(
+        nbformat.v4.new_markdown_cell("Keep\n<!-- BEGIN SOLUTION -->\nsecret answer\n<!-- END SOLUTION -->\nalso keep"),
+        nbformat.v4.new_markdown_cell("<!-- BEGIN SOLUTION -->\nonly secret\n<!-- END SOLUTION -->"),
+        _code("check()", exercise="1.1", points=1, tags=["check"]),
+        _code("hidden_check()", exercise="1.1", points=1, tags=["check", "hidden"]),
+        _code("print('answer')", tags=["solution-only"]),
+    )
+    lab = make_labs.make_lab(nb)
+    assert [c.source for c in lab.cells] == ["Keep\nalso keep", "check()"]
+    assert "raises-exception" in lab.cells[1].metadata["tags"]
+    assert len(nb.cells) == 5  # the input is not modified
+
+
+@pytest.mark.parametrize(
+    "cell, words",
+    [
+        (_code("# BEGIN SOLUTION\nx = 1\n# END SOLUTION", exercise="1.1", tags=["exercise"]), "what the student must do"),
+        (_code("# BEGIN SOLUTION: a\nx = 1", exercise="1.1", tags=["exercise"]), "never closed"),
+        (_code("x = 1\n# END SOLUTION", exercise="1.1", tags=["exercise"]), "without a BEGIN"),
+        (_code("# BEGIN SOLUTION: a\n# BEGIN SOLUTION: b\n# END SOLUTION", exercise="1.1", tags=["exercise"]), "nested"),
+        (_code("# BEGIN SOLUTION: a\nx = 1\n# END SOLUTION", tags=["exercise"]), "need metadata 'exercise"),
+        (_code("# BEGIN SOLUTION: a\nx = 1\n# END SOLUTION", exercise="1.1"), "must be tagged 'exercise'"),
+        (_code("x = 1", exercise="1.1", tags=["exercise"]), "has no '# BEGIN SOLUTION' block"),
+        (_code("check()", exercise="1.1", tags=["check"]), "points"),
+    ],
+)
+def test_malformed_solutions_are_rejected(cell, words):
+    with pytest.raises(make_labs.LabError, match=words):
+        make_labs.make_lab(_nb(cell), name="sol")
+
+
+def test_cell_ids_are_stable_and_valid():
+    nb = _nb(_code(EXERCISE, exercise="1.2", tags=["exercise"]), _code("c()", exercise="1.2", points=1, tags=["check"]),
+             _code("c()", exercise="1.2", points=1, tags=["check"]), _code("h()", exercise="1.2", points=1, tags=["check", "hidden"]),
+             nbformat.v4.new_markdown_cell("text"))
+    text = notebooks.to_ipynb_text(nb)
+    assert text == notebooks.to_ipynb_text(nb)  # deterministic
+    ids = [c["id"] for c in json.loads(text)["cells"]]
+    assert ids == ["exercise-1-2", "check-1-2", "check-1-2-2", "check-1-2-hidden", "cell-004"]
+
+
+def test_sync_detects_drift_missing_twins_and_orphans(tmp_path):
+    for d in notebooks.NOTEBOOK_DIRS:
+        (tmp_path / d).mkdir()
+    src = ROOT / "chapters" / "01_attention_as_lookup.md"
+    shutil.copy(src, tmp_path / "chapters" / src.name)
+    assert any("is missing" in p for p in sync.problems(tmp_path))
+    (tmp_path / "chapters" / "01_attention_as_lookup.ipynb").write_text(notebooks.to_ipynb_text(notebooks.read_md(src)))
+    assert sync.problems(tmp_path) == []
+    md = tmp_path / "chapters" / src.name
+    md.write_text(md.read_text() + "\nOne more sentence.\n")
+    assert any("differs from" in p for p in sync.problems(tmp_path))
+    (tmp_path / "labs" / "orphan.ipynb").write_text("{}")
+    assert any("orphan.ipynb has no .md source" in p for p in sync.problems(tmp_path))
