@@ -1,0 +1,231 @@
+"""The FlashAttention benchmark: attnlib's Triton kernel against torch's SDPA backends, in one run.
+
+Grid (the FlashAttention papers'): bfloat16, head dim 64 and 128, ``B * N = 16384``
+tokens and ``H * D = 2048``, sequence length ``N`` from 1k to 16k, causal and not.
+For each shape it times, with :func:`attnlib.bench.timing.bench_ms` (a
+``triton.testing.do_bench`` median), the forward pass and forward+backward of
+
+* ``attnlib_flash``: :func:`attnlib.kernels.flash_attention` (autotuned),
+* ``sdpa_cudnn``, ``sdpa_flash``, ``sdpa_efficient``:
+  ``torch.nn.functional.scaled_dot_product_attention`` with that backend pinned by
+  ``torch.nn.attention.sdpa_kernel``,
+
+and reports TFLOP/s (:func:`attnlib.bench.attention_flops`) and attnlib's ratio to each
+backend. Before any timing it checks the kernel's output and gradients against SDPA's
+math backend in float32 at odd lengths; a kernel that fails is not timed.
+
+``run(quick=True)`` measures a smaller grid with shorter repetitions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .timing import attention_tflops, bench_ms
+
+__all__ = ["run", "grid", "check_correctness", "time_shape", "ratios", "IMPLS"]
+
+TOKENS = 16384
+MODEL_DIM = 2048
+IMPLS = ("attnlib_flash", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient")
+OURS = {"attnlib_flash": "auto", "attnlib_flash_portable": "portable"}  # name -> flash_attention(kernel=...)
+_BACKENDS = {"sdpa_cudnn": "CUDNN_ATTENTION", "sdpa_flash": "FLASH_ATTENTION", "sdpa_efficient": "EFFICIENT_ATTENTION"}
+_CHECK_TOL = 2e-2  # relative error (in norm) allowed for bfloat16 against a float32 reference
+
+
+def grid(quick: bool = False) -> list[dict]:
+    """Benchmark shapes, most informative first (a time budget may cut the tail)."""
+    lengths = (4096, 1024, 16384) if quick else (4096, 1024, 16384, 2048, 8192)
+    shapes = []
+    for d in (128, 64):
+        for n in lengths:
+            for causal in (False, True):
+                shapes.append({"batch": TOKENS // n, "heads": MODEL_DIM // d, "seq_len": n, "head_dim": d,
+                               "causal": causal})
+    return shapes
+
+
+def _impl(name: str):
+    """``(attend(q, k, v, causal), context)``: SDPA runs inside ``sdpa_kernel(backend)`` pinned for the timing."""
+    if name in OURS:
+        from ..kernels import flash_attention
+
+        kernel = OURS[name]
+        return (lambda q, k, v, causal: flash_attention(q, k, v, causal=causal, kernel=kernel)), \
+            contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def attend(q, k, v, causal):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+    return attend, sdpa_kernel(getattr(SDPBackend, _BACKENDS[name]))
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().float(), b.detach().float()
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def check_correctness(device="cuda", dtype=torch.bfloat16, head_dims=(64, 128),
+                      sizes=((4, 4, 1031, 1031), (4, 2, 517, 1100))) -> list[dict]:
+    """Compare the kernel's output and gradients with SDPA's math backend on float32 copies.
+
+    ``sizes`` holds ``(Hq, Hkv, Lq, Lk)``: odd lengths, and grouped-query K/V with ``Lq < Lk``.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from ..kernels import flash_attention
+
+    results = []
+    gen = torch.Generator(device=device).manual_seed(0)
+    for d in head_dims:
+        for causal in (False, True):
+            for hq, hk, lq, lk in sizes:
+                q = torch.randn(2, hq, lq, d, device=device, dtype=dtype, generator=gen).requires_grad_()
+                k = torch.randn(2, hk, lk, d, device=device, dtype=dtype, generator=gen).requires_grad_()
+                v = torch.randn(2, hk, lk, d, device=device, dtype=dtype, generator=gen).requires_grad_()
+                dout = torch.randn(2, hq, lq, d, device=device, dtype=dtype, generator=gen)
+                out = flash_attention(q, k, v, causal=causal)
+                grads = torch.autograd.grad(out, (q, k, v), dout)
+                leaves = [x.detach().float().requires_grad_() for x in (q, k, v)]
+                group = hq // hk
+                kr, vr = (x.repeat_interleave(group, 1) for x in leaves[1:])
+                mask = None
+                if causal:  # bottom-right aligned, as attnlib defines it
+                    mask = torch.ones(lq, lk, dtype=torch.bool, device=device).tril(lk - lq)
+                with sdpa_kernel(SDPBackend.MATH):
+                    ref = F.scaled_dot_product_attention(leaves[0], kr, vr, attn_mask=mask)
+                ref_grads = torch.autograd.grad(ref, leaves, dout.float())
+                errors = {"out": _rel(out, ref)}
+                errors.update({f"d{n}": _rel(g, r) for n, g, r in zip("qkv", grads, ref_grads)})
+                results.append({
+                    "batch": 2, "heads": hq, "kv_heads": hk, "lq": lq, "lk": lk, "head_dim": d, "causal": causal,
+                    "dtype": str(dtype).replace("torch.", ""), "rel_errors": errors,
+                    "passed": all(math.isfinite(e) and e < _CHECK_TOL for e in errors.values()),
+                })
+    return results
+
+
+def time_shape(shape: dict, impls=IMPLS, *, warmup: int = 25, rep: int = 100, device="cuda",
+               dtype=torch.bfloat16, timer=bench_ms) -> list[dict]:
+    """Rows of ms and TFLOP/s, forward and forward+backward, for each implementation at one shape."""
+    b, h, n, d, causal = shape["batch"], shape["heads"], shape["seq_len"], shape["head_dim"], shape["causal"]
+    gen = torch.Generator(device=device).manual_seed(n + d)
+    q, k, v = (torch.randn(b, h, n, d, device=device, dtype=dtype, generator=gen).requires_grad_()
+               for _ in range(3))
+    dout = torch.randn(b, h, n, d, device=device, dtype=dtype, generator=gen)
+    rows, outputs = [], {}
+    for name in impls:
+        attend, pinned = _impl(name)
+        row_base = {"impl": name, **shape}
+
+        def fwd_bwd():
+            attend(q, k, v, causal).backward(dout)
+
+        try:
+            with pinned:
+                with torch.no_grad():
+                    outputs[name] = attend(q, k, v, causal)  # warm-up: compiles and autotunes
+                _sync(device)
+                fwd_ms = timer(lambda: attend(q, k, v, causal), warmup=warmup, rep=rep)
+                fwd_bwd()
+                _sync(device)
+                fb_ms = timer(fwd_bwd, warmup=warmup, rep=rep, grad_to_none=[q, k, v])
+        except Exception as e:  # noqa: BLE001 - a backend that refuses a shape is reported, not fatal
+            rows.append({**row_base, "mode": "fwd", "ms": None, "tflops": None, "error": f"{type(e).__name__}: {e}"})
+            rows.append({**row_base, "mode": "fwd_bwd", "ms": None, "tflops": None, "error": f"{type(e).__name__}: {e}"})
+            continue
+        for mode, ms in (("fwd", fwd_ms), ("fwd_bwd", fb_ms)):
+            rows.append({**row_base, "mode": mode, "ms": ms,
+                         "tflops": attention_tflops(ms, b, h, n, n, d, causal=causal, mode=mode), "error": None})
+    for ours in (o for o in OURS if o in outputs):
+        for name in ("sdpa_cudnn", "sdpa_flash", "sdpa_efficient"):
+            if name in outputs:  # the timed kernel computes the same function as SDPA at this very shape
+                err = _rel(outputs[ours], outputs[name])
+                for row in rows:
+                    if row["impl"] == ours:
+                        row["rel_error_vs_" + name] = err
+    del q, k, v, dout, outputs
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+    return rows
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """attnlib's TFLOP/s over each SDPA backend's, per shape and mode (None where one is missing).
+
+    ``vs_<backend>`` is for ``attnlib_flash`` (what ``flash_attention`` runs by default);
+    ``portable_vs_<backend>`` for the portable kernel, where it was timed separately.
+    """
+    key = ("seq_len", "head_dim", "causal", "mode")
+    by_key: dict = {}
+    for row in rows:
+        by_key.setdefault(tuple(row[k] for k in key), {})[row["impl"]] = row["tflops"]
+    out = []
+    for values, tf in by_key.items():
+        entry = dict(zip(key, values))
+        for impl, prefix in (("attnlib_flash", ""), ("attnlib_flash_portable", "portable_")):
+            if impl == "attnlib_flash" or impl in tf:
+                ours = tf.get(impl)
+                for name in ("sdpa_cudnn", "sdpa_flash", "sdpa_efficient"):
+                    theirs = tf.get(name)
+                    entry[prefix + "vs_" + name] = ours / theirs if ours and theirs else None
+        out.append(entry)
+    return out
+
+
+def run(quick: bool = False) -> dict:
+    """Check, then time, the grid; return JSON-able results (needs CUDA)."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("the flash benchmark needs a CUDA GPU")
+    budget_s = float(os.environ.get("ATTNLIB_BENCH_FLASH_BUDGET_S", "120" if quick else "220"))
+    warmup, rep = (10, 30) if quick else (20, 60)
+    start = time.perf_counter()
+    from ..kernels import flash as flash_module
+
+    correctness = check_correctness()
+    correct = all(c["passed"] for c in correctness)
+    probe = torch.empty(1, 1, 1, 128, device="cuda", dtype=torch.bfloat16)
+    if not correct and flash_module._tma_available(probe) and flash_module._TMA_FAILURE is None:
+        # the TMA forward compiled but failed the check: record that, and check the portable kernel instead
+        flash_module._TMA_FAILURE = "compiled, but failed the correctness check (see 'correctness')"
+        correctness += [{**c, "kernel": "portable"} for c in check_correctness()]
+        correct = all(c["passed"] for c in correctness if c.get("kernel") == "portable")
+    tma = flash_module._tma_available(probe) and flash_module._TMA_FAILURE is None
+    impls = (IMPLS + ("attnlib_flash_portable",) if tma else IMPLS) if correct else IMPLS[1:]
+    rows, skipped = [], []
+    for shape in grid(quick):
+        if time.perf_counter() - start > budget_s:
+            skipped.append({**shape, "reason": f"time budget of {budget_s:.0f} s spent"})
+            continue
+        rows.extend(time_shape(shape, impls, warmup=warmup, rep=rep))
+    shape_errors = [v for r in rows if r["impl"] == "attnlib_flash" for k, v in r.items()
+                    if k.startswith("rel_error_vs_") and v is not None]
+    return {
+        "suite": "flash",
+        "dtype": "bfloat16",
+        "quick": quick,
+        "flops": "forward 4*B*H*N*N*D (halved when causal); forward+backward 3.5x forward",
+        "timing": f"triton.testing.do_bench median, warmup {warmup} ms, rep {rep} ms",
+        "kernel_correct": correct,
+        "forward_kernel": "tma" if tma and flash_module._TMA_FAILURE is None else "portable",
+        "tma_failure": flash_module._TMA_FAILURE,
+        # the forward output at every timed shape against each SDPA backend's, relative error in norm
+        "max_rel_error_vs_sdpa": max(shape_errors) if shape_errors else None,
+        "correctness": correctness,
+        "rows": rows,
+        "ratios": ratios(rows),
+        "skipped": skipped,
+        "elapsed_s": time.perf_counter() - start,
+    }

@@ -1,0 +1,158 @@
+"""Load stored benchmark results and plot them (the labs and ``python -m attnlib.bench`` use these).
+
+Results measured on real GPUs ship with the package under ``attnlib/bench/results/``
+as ``<suite>*.json`` (written by ``python -m attnlib.bench``). The file
+``h200-baselines-reference.json`` is different: the course staff's measurements of
+torch's SDPA backends, FlexAttention and a plain Triton forward kernel, kept as the
+reference to beat; it holds no attnlib results.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REFERENCE_FILE = "h200-baselines-reference.json"
+
+__all__ = ["RESULTS_DIR", "load_results", "load_reference_baselines", "plot_flash", "plot_reference_baselines",
+           "plot_rows", "plot_suite"]
+
+_STYLE = {"attnlib_flash": ("C3", "o", "-"), "attnlib_flash_portable": ("C6", "o", ":"), "sdpa_cudnn": ("C0", "s", "--"), "sdpa_flash": ("C1", "^", "--"),
+          "sdpa_efficient": ("C2", "v", "--"), "flex": ("C4", "D", ":"), "plain_triton_fwd": ("C5", "x", ":")}
+
+
+def load_results(suite: str, directory: Optional[Path] = None) -> list[dict]:
+    """Every stored GPU result of ``suite`` (files ``<suite>*.json``), oldest first; [] if none exist."""
+    directory = Path(directory) if directory is not None else RESULTS_DIR
+    found = []
+    for path in sorted(directory.glob(f"{suite}*.json")):
+        if path.name == REFERENCE_FILE:
+            continue
+        data = json.loads(path.read_text())
+        data.setdefault("file", path.name)
+        found.append(data)
+    return sorted(found, key=lambda d: d.get("machine", {}).get("date_utc", ""))
+
+
+def load_reference_baselines() -> dict:
+    """The course staff's H200 measurements of SDPA/flex/plain Triton (not attnlib's kernels)."""
+    return json.loads((RESULTS_DIR / REFERENCE_FILE).read_text())
+
+
+def _panels(plt, ncols: int, nrows: int = 1):
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.0 * nrows), squeeze=False, sharey="row")
+    return fig, axes
+
+
+def _draw(ax, series: dict, title: str, ylabel: Optional[str]):
+    for impl, points in sorted(series.items()):
+        points = sorted(p for p in points if p[1] is not None)
+        if not points:
+            continue
+        color, marker, line = _STYLE.get(impl, (None, ".", "-"))
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, linestyle=line, color=color,
+                label=impl)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("sequence length N")
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+
+
+def plot_flash(results: dict):
+    """TFLOP/s against N: columns (head dim, causal), rows forward and forward+backward."""
+    import matplotlib.pyplot as plt
+
+    rows = results["rows"]
+    panels = sorted({(r["head_dim"], r["causal"]) for r in rows})
+    fig, axes = _panels(plt, max(len(panels), 1), 2)
+    for col, (d, causal) in enumerate(panels):
+        for row_i, mode in enumerate(("fwd", "fwd_bwd")):
+            series: dict = {}
+            for r in rows:
+                if (r["head_dim"], r["causal"], r["mode"]) == (d, causal, mode):
+                    series.setdefault(r["impl"], []).append((r["seq_len"], r["tflops"]))
+            label = "forward" if mode == "fwd" else "forward+backward"
+            _draw(axes[row_i][col], series, f"{label}, D={d}, {'causal' if causal else 'full'}",
+                  "TFLOP/s" if col == 0 else None)
+    machine = results.get("machine", {})
+    fig.suptitle(f"FlashAttention, bf16, {machine.get('gpu', '?')} (torch {machine.get('torch', '?')}, "
+                 f"triton {machine.get('triton', '?')}, {machine.get('date_utc', '?')[:10]})", fontsize=10)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reference_baselines(reference: Optional[dict] = None):
+    """The staff's H200 baselines (SDPA backends, flex, plain Triton forward) as TFLOP/s against N."""
+    import matplotlib.pyplot as plt
+
+    reference = reference if reference is not None else load_reference_baselines()
+    rows = [r for r in reference["rows"] if r["valid"]]
+    panels = sorted({(r["head_dim"], r["causal"]) for r in rows})
+    fig, axes = _panels(plt, len(panels), 2)
+    for col, (d, causal) in enumerate(panels):
+        for row_i, key in enumerate(("fwd_tflops", "fwd_bwd_tflops")):
+            series: dict = {}
+            for r in rows:
+                if (r["head_dim"], r["causal"]) == (d, causal):
+                    series.setdefault(r["impl"], []).append((r["seq_len"], r[key]))
+            label = "forward" if key == "fwd_tflops" else "forward+backward"
+            _draw(axes[row_i][col], series, f"{label}, D={d}, {'causal' if causal else 'full'}",
+                  "TFLOP/s" if col == 0 else None)
+    fig.suptitle(f"Reference baselines (course staff), {reference['gpu']}, torch {reference['torch']}, "
+                 f"{reference['date']}: not attnlib results", fontsize=10)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+_X_KEYS = ("seq_len", "kv_len", "lk", "n", "length")
+_Y_KEYS = ("tflops", "tb_s", "gb_s", "ms")
+
+
+def plot_rows(results: dict, title: str = ""):
+    """A generic plot for any suite whose results hold ``rows`` of dicts with ``impl`` and numbers."""
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results.get("rows", []) if isinstance(r, dict)]
+    x_key = next((k for k in _X_KEYS if any(k in r for r in rows)), None)
+    y_key = next((k for k in _Y_KEYS if any(r.get(k) is not None for r in rows)), None)
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    if x_key and y_key:
+        series: dict = {}
+        for r in rows:
+            if r.get(x_key) is not None and r.get(y_key) is not None:
+                label = str(r.get("impl", "result")) + (f" ({r['mode']})" if "mode" in r else "")
+                series.setdefault(label, []).append((r[x_key], r[y_key]))
+        _draw(ax, series, title, y_key)
+        ax.set_xlabel(x_key)
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no plottable rows", ha="center", va="center")
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_suite(suite: str, results: dict, path) -> None:
+    """Write ``results`` of ``suite`` as a PNG: the suite's own ``plot`` if it has one, else a generic plot."""
+    import importlib
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    module = importlib.import_module(f"attnlib.bench.{suite}")
+    if suite == "flash":
+        fig = plot_flash(results)
+    elif hasattr(module, "plot"):
+        fig = module.plot(results)
+    else:
+        fig = plot_rows(results, title=suite)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,96 @@
+"""Autotuning search spaces of the FlashAttention kernels.
+
+On a GPU, ``triton.autotune`` times each configuration once per new shape
+(sequence lengths, padded head dim, causal) and keeps the fastest. The knobs:
+``BLOCK_M``/``BLOCK_N`` (tile sizes: larger tiles reuse each load more but need
+more registers and shared memory), ``num_warps`` (threads per program) and
+``num_stages`` (how many K/V tiles the compiler prefetches while the current one
+is being used). Configurations whose tiles cannot fit in shared memory or registers
+for the head dimension are pruned before timing.
+
+Under ``TRITON_INTERPRET=1`` (the CPU interpreter) there is one small
+configuration: timing is meaningless there and each call is slow. With
+``ATTNLIB_FLASH_AUTOTUNE=0`` a GPU uses the first configuration that fits instead of
+timing them all (each configuration is compiled separately, which is what makes
+autotuning slow on the first call of each shape; tests use this).
+"""
+
+from __future__ import annotations
+
+import os
+
+import triton
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+AUTOTUNE = os.environ.get("ATTNLIB_FLASH_AUTOTUNE", "1") not in ("", "0")
+
+_INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16}
+
+
+def _configs(space):
+    if INTERPRET:
+        return [triton.Config(dict(_INTERPRET_CONFIG), num_warps=1, num_stages=1)]
+    configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in space]
+    if not AUTOTUNE:  # the default and the smallest (which fits any head dim); pruning keeps one
+        configs = [configs[0], configs[-1]]
+    return configs
+
+
+def fwd_configs():
+    """Forward: a query tile of BLOCK_M rows stays in registers; K/V tiles of BLOCK_N stream past."""
+    return _configs([
+        (128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3),
+        (64, 32, 4, 2),  # fallback: used only where no other fits (head dims above 128)
+    ])
+
+
+def bwd_dkdv_configs():
+    """dK/dV: a key tile of BLOCK_N rows stays; query tiles of BLOCK_M stream past."""
+    return _configs([
+        (64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 2),
+        (32, 32, 4, 2),  # fallback
+    ])
+
+
+def bwd_dq_configs():
+    """dQ: a query tile of BLOCK_M rows stays; key tiles of BLOCK_N stream past."""
+    return _configs([
+        (128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2),
+        (32, 32, 4, 2),  # fallback
+    ])
+
+
+def _shared_memory_budget() -> int:
+    """Bytes of shared memory one program may use on the current GPU (a safe guess if unknown)."""
+    try:
+        import torch
+
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        return int(getattr(props, "shared_memory_per_block_optin", 0)) or 96 * 1024
+    except Exception:  # noqa: BLE001 - no CUDA: the interpreter does not prune
+        return 96 * 1024
+
+
+def prune_configs(configs, named_args, **kwargs):
+    """Drop configurations whose tiles do not fit the padded head dimension ``BLOCK_D``.
+
+    Estimate: the resident tile (BLOCK_M or BLOCK_N rows) plus ``num_stages`` copies of the
+    two streamed tiles, 2 bytes per element, must fit in 85% of the shared memory; the fp32 accumulator
+    (rows x BLOCK_D) must stay at most 128 registers per thread. The last configuration of each
+    list is a small fallback, used only when none of the others fits. Each configuration is
+    compiled separately, so fewer candidates also means a faster first call.
+    """
+    args = {**named_args, **kwargs}
+    block_d = int(args.get("BLOCK_D", 64))
+    budget = _shared_memory_budget()
+    kept = []
+    for c in configs[:-1] if len(configs) > 1 else configs:
+        bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
+        stages = max(c.num_stages, 1)
+        smem = 2 * block_d * (max(bm, bn) + 2 * stages * min(bm, bn))
+        regs_per_thread = max(bm, bn) * block_d / (32 * c.num_warps)
+        if smem <= 0.85 * budget and regs_per_thread <= 128:  # a margin: the estimate is rough
+            kept.append(c)
+    if not kept:
+        kept = configs[-1:]
+    return kept if AUTOTUNE else kept[:1]

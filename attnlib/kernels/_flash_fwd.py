@@ -1,0 +1,134 @@
+r"""FlashAttention forward kernel in Triton: tiles, online softmax in base 2, causal block skipping.
+
+One program computes a ``BLOCK_M`` x ``D`` tile of the output for one (batch, head).
+It walks over the keys ``BLOCK_N`` at a time, keeping per query row a running
+maximum :math:`m`, a running normaliser :math:`\ell` and an unnormalised output
+:math:`a` (the online softmax; Milakov & Gimelshein, 2018; FlashAttention, Dao et al.,
+2022 and FlashAttention-2, Dao, 2023: *background, not seeds*). Scores are kept in
+base 2: with :math:`c = \text{scale}\cdot\log_2 e` folded into one multiply,
+
+.. math:: e^{\text{scale}\, q\cdot k - m} = 2^{c\, q\cdot k - m_2},
+
+so the kernel calls ``exp2`` (one hardware instruction) instead of ``exp``.
+At the end it writes :math:`o = a/\ell` and the base-2 log-sum-exp
+:math:`\text{lse}_2 = m_2 + \log_2 \ell` that the backward pass recomputes from
+(a fully masked row stores ``+inf`` there and writes zeros).
+
+Causal masks are bottom-right aligned (query ``i`` sees key ``j`` iff
+``j <= i + Lk - Lq``, see :mod:`attnlib.masks`). Key blocks split into three kinds:
+blocks every row of the tile sees (no mask arithmetic), blocks on the diagonal or at
+the ragged end of the keys (masked), and blocks no row sees (skipped entirely, about
+half the work when causal).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from ._flash_config import fwd_configs, prune_configs
+
+
+@triton.jit
+def _fwd_inner(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, start, stop,
+               offs_m, offs_n, offs_d, qk_scale, LK, HEAD_DIM, DIAG_OFFSET,
+               CAUSAL: tl.constexpr, MASKED: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr,
+               PRECISION: tl.constexpr):
+    """Accumulate key blocks ``start, start + BLOCK_N, ... < stop`` into (acc, l_i, m_i)."""
+    for start_n in range(start, stop, BLOCK_N):
+        cols = start_n + offs_n  # (BLOCK_N,) key indices
+        kv_mask = cols[:, None] < LK
+        if not EVEN_D:
+            kv_mask = kv_mask & (offs_d[None, :] < HEAD_DIM)
+        if MASKED:
+            k = tl.load(k_ptrs + start_n * stride_kn, mask=kv_mask, other=0.0)  # (BLOCK_N, BLOCK_D)
+            v = tl.load(v_ptrs + start_n * stride_vn, mask=kv_mask, other=0.0)
+        else:
+            if EVEN_D:
+                k = tl.load(k_ptrs + start_n * stride_kn)
+                v = tl.load(v_ptrs + start_n * stride_vn)
+            else:
+                k = tl.load(k_ptrs + start_n * stride_kn, mask=kv_mask, other=0.0)
+                v = tl.load(v_ptrs + start_n * stride_vn, mask=kv_mask, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N) scores in log2 units
+        if MASKED:
+            allowed = cols[None, :] < LK
+            if CAUSAL:
+                allowed = allowed & (cols[None, :] <= offs_m[:, None] + DIAG_OFFSET)
+            s = tl.where(allowed, s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            # A row that has seen only masked keys keeps m = -inf: shift it by 0 instead.
+            m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+        else:
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_shift = m_new
+        p = tl.math.exp2(s - m_shift[:, None])  # exactly 0 at masked keys
+        alpha = tl.math.exp2(m_i - m_shift)  # rescales the old sums; 0 while m_i = -inf
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit(do_not_specialize=["LQ", "LK"])  # one compiled kernel for every length
+def _flash_fwd_kernel(
+    Q, K, V, O, LSE,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_om, stride_od,
+    H, GROUP, LQ, LK, HEAD_DIM, qk_scale,
+    CAUSAL: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    start_m = tl.program_id(0)
+    if CAUSAL:  # the last query tiles see the most keys: start them first, for load balance
+        start_m = tl.num_programs(0) - 1 - start_m
+    off_bh = tl.program_id(1)
+    off_b = off_bh // H
+    off_h = off_bh % H
+    off_hk = off_h // GROUP  # grouped-query attention: GROUP query heads share one K/V head
+
+    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) query rows
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    q_ptrs = Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
+    k_ptrs = K + off_b * stride_kb + off_hk * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
+    v_ptrs = V + off_b * stride_vb + off_hk * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
+    q_mask = (offs_m[:, None] < LQ) & (offs_d[None, :] < HEAD_DIM)
+    q = tl.load(q_ptrs, mask=q_mask, other=0.0)  # (BLOCK_M, BLOCK_D)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+    diag = LK - LQ  # query i sees key j iff j <= i + diag (bottom-right alignment)
+    if CAUSAL:
+        # keys this tile's last row may see, and keys its first row sees (all rows see those)
+        hi = tl.minimum(tl.maximum((start_m + 1) * BLOCK_M + diag, 0), LK)
+        full = tl.minimum(tl.maximum(start_m * BLOCK_M + diag + 1, 0), LK)
+    else:
+        hi = LK
+        full = LK
+    full = (full // BLOCK_N) * BLOCK_N  # whole blocks every row sees: no mask arithmetic
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, 0, full,
+                               offs_m, offs_n, offs_d, qk_scale, LK, HEAD_DIM, diag,
+                               CAUSAL, False, BLOCK_N, EVEN_D, PRECISION)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, full, hi,
+                               offs_m, offs_n, offs_d, qk_scale, LK, HEAD_DIM, diag,
+                               CAUSAL, True, BLOCK_N, EVEN_D, PRECISION)
+
+    seen = l_i > 0.0  # False only for rows with no visible key
+    l_safe = tl.where(seen, l_i, 1.0)
+    out = acc / l_safe[:, None]
+    lse = tl.where(seen, m_i + tl.math.log2(l_safe), float("inf"))
+    o_ptrs = O + off_b * stride_ob + off_h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=q_mask)
+    tl.store(LSE + off_bh * LQ + offs_m, lse, mask=offs_m < LQ)
+
+
+flash_fwd_kernel = triton.autotune(
+    configs=fwd_configs(),
+    key=["LQ", "LK", "BLOCK_D", "CAUSAL"],
+    prune_configs_by={"early_config_prune": prune_configs},
+)(_flash_fwd_kernel)

@@ -1,0 +1,387 @@
+r"""Block-sparse attention forward: compute only the (query block, key block) tiles a block mask names.
+
+A FlashAttention forward visits every ``block_size x block_size`` tile of the
+score matrix. Many attention variants make most tiles empty: a sliding window
+keeps a band, documents packed into one sequence keep diagonal squares, and
+routed attention such as MoBA lets each query pick a few key blocks (seed
+*MoBA: Mixture of Block Attention for Long-Context LLMs*, which "applies the
+principles of Mixture of Experts to the attention mechanism"). If the kernel is
+told which tiles can be non-empty it can skip the others, so its time falls
+with the fraction of active tiles. This is the idea of the ``BlockMask`` of
+FlexAttention (seed *Flex Attention: A Programming Model for Generating
+Optimized Attention Kernels*), written out here by hand.
+
+The function computes exactly
+
+.. math::
+
+    O = \operatorname{softmax}\big(s\,QK^\top + \log M\big) V,\qquad
+    M_{ij} = \underbrace{A_{\lfloor i/b\rfloor,\lfloor j/b\rfloor}}_{\text{block mask}}
+             \wedge \underbrace{E_{ij}}_{\text{element rule}},
+
+where ``A`` is the boolean block mask (True = compute the tile) and ``E`` is an
+optional element rule evaluated inside the visited tiles: causal, a sliding
+window, or equal document ids (all bottom-right aligned as in
+:mod:`attnlib.masks`). The block mask decides the *work*, the element rule the
+*exact mask*: a tile that the element rule empties costs time but not
+correctness, and a fully masked row gives zeros.
+
+The kernel receives the block mask compressed per query block, as
+FlexAttention's ``kv_num_blocks``/``kv_indices``: the number of active key
+blocks and their indices, so its loop runs over active tiles only.
+
+The ``*_block_mask`` helpers build block masks of shape ``(..., nQB, nKB)``
+with ``nQB = ceil(Lq / b)``, ``nKB = ceil(Lk / b)``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ..validation import check_positive_int, check_qkv, resolve_scale
+
+__all__ = [
+    "block_sparse_attention",
+    "block_mask_from_dense",
+    "causal_block_mask",
+    "sliding_window_block_mask",
+    "document_block_mask",
+    "moba_block_mask",
+    "block_mask_density",
+    "compress_block_mask",
+    "element_mask",
+    "expand_block_mask",
+]
+
+_LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _block_sparse_fwd_kernel(
+    Q, K, V, OUT, KV_NUM, KV_IDX, DOCS,
+    sqb, sqh, sqm, sqd,  # q strides (B, H, Lq, D)
+    skb, skh, skn, skd,  # k strides (B, H, Lk, D)
+    svb, svh, svn, svd,  # v strides (B, H, Lk, Dv)
+    sob, soh, som, sod,  # out strides (B, H, Lq, Dv)
+    snb, snh, snm,  # kv_num strides (B, H, nQB); 0 where broadcast
+    sib, sih, sim, sik,  # kv_idx strides (B, H, nQB, nKB); 0 where broadcast
+    sdb, sdn,  # document-id strides (B, Lk)
+    qk_scale, H, Lq, Lk, D, DV, WINDOW,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_DOCS: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, PRECISION: tl.constexpr,
+):
+    qb = tl.program_id(0)  # query block
+    bh = tl.program_id(1)  # b * H + h
+    b = bh // H
+    h = bh % H
+    offs_m = qb * BLOCK + tl.arange(0, BLOCK)  # query rows of this tile
+    pos = offs_m + Lk - Lq  # their positions among the keys (bottom-right alignment)
+    offs_n = tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    row_ok = offs_m < Lq
+
+    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd,
+                mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)  # (BLOCK, BLOCK_D)
+    if HAS_DOCS:
+        q_doc = tl.load(DOCS + b * sdb + pos * sdn, mask=row_ok & (pos >= 0), other=-1)
+
+    m_i = tl.full((BLOCK,), float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros((BLOCK,), dtype=tl.float32)
+    acc = tl.zeros((BLOCK, BLOCK_DV), dtype=tl.float32)
+
+    n_active = tl.load(KV_NUM + b * snb + h * snh + qb * snm)
+    idx_base = KV_IDX + b * sib + h * sih + qb * sim
+    for t in range(0, n_active):  # active key blocks only
+        kb = tl.load(idx_base + t * sik)
+        cols = kb * BLOCK + offs_n  # (BLOCK,)
+        col_ok = cols < Lk
+        k = tl.load(K + b * skb + h * skh + cols[:, None] * skn + offs_d[None, :] * skd,
+                    mask=col_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+        v = tl.load(V + b * svb + h * svh + cols[:, None] * svn + offs_dv[None, :] * svd,
+                    mask=col_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
+        x = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # (BLOCK, BLOCK), base-2 logits
+        keep = col_ok[None, :]
+        if CAUSAL:
+            keep = keep & (cols[None, :] <= pos[:, None])
+        if HAS_WINDOW:
+            keep = keep & (pos[:, None] - cols[None, :] < WINDOW)
+        if HAS_DOCS:
+            k_doc = tl.load(DOCS + b * sdb + cols * sdn, mask=col_ok, other=-2)
+            keep = keep & (q_doc[:, None] == k_doc[None, :])
+        x = tl.where(keep, x, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(x, axis=1))
+        shift = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with no key yet: no NaN
+        p = tl.math.exp2(x - shift[:, None])
+        alpha = tl.math.exp2(m_i - shift)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        m_i = m_new
+
+    out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]  # fully masked rows: 0
+    tl.store(OUT + b * sob + h * soh + offs_m[:, None] * som + offs_dv[None, :] * sod,
+             out.to(OUT.dtype.element_ty), mask=row_ok[:, None] & (offs_dv[None, :] < DV))
+
+
+# ----------------------------------------------------------------------------- block masks
+
+
+def _check_block_size(block_size) -> int:
+    check_positive_int(block_size, "block_size")
+    if block_size < 16 or block_size & (block_size - 1):
+        raise ValueError(f"block_size must be a power of two >= 16 (a tl.dot tile), got {block_size}")
+    return block_size
+
+
+def _tile_ranges(lq: int, lk: int, block_size: int, device=None):
+    """First/last aligned query position of each query block, first/last key of each key block."""
+    nqb, nkb = triton.cdiv(lq, block_size), triton.cdiv(lk, block_size)
+    q_first = torch.arange(nqb, device=device) * block_size + (lk - lq)  # (nQB,)
+    q_last = torch.clamp(q_first + block_size - 1, max=lk - 1)
+    k_first = torch.arange(nkb, device=device) * block_size  # (nKB,)
+    k_last = torch.clamp(k_first + block_size - 1, max=lk - 1)
+    return q_first[:, None], q_last[:, None], k_first[None, :], k_last[None, :]
+
+
+def block_mask_from_dense(mask: torch.Tensor, block_size: int) -> torch.Tensor:
+    """``(..., Lq, Lk)`` boolean mask -> ``(..., nQB, nKB)``: a tile is active iff any entry in it is True."""
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() < 2:
+        raise TypeError(f"mask must be a boolean tensor of shape (..., Lq, Lk), got {mask!r:.80}")
+    _check_block_size(block_size)
+    lq, lk = mask.shape[-2:]
+    pad_q, pad_k = (-lq) % block_size, (-lk) % block_size
+    padded = torch.nn.functional.pad(mask, (0, pad_k, 0, pad_q), value=False)
+    tiles = padded.unflatten(-1, (-1, block_size)).unflatten(-3, (-1, block_size))  # (..., nQB, b, nKB, b)
+    return tiles.any(dim=-1).any(dim=-2)
+
+
+def sliding_window_block_mask(lq: int, lk: int, window: Optional[int], block_size: int, *,
+                              device=None) -> torch.Tensor:
+    """Tiles that meet the (bottom-right aligned) causal band ``0 <= pos_i - j < window``.
+
+    ``window=None`` is plain causal. Exact (a tile is active iff it holds an allowed entry)
+    when ``Lq <= Lk``; otherwise a superset.
+    """
+    check_positive_int(lq, "lq")
+    check_positive_int(lk, "lk")
+    _check_block_size(block_size)
+    if window is not None:
+        check_positive_int(window, "window")
+    q_first, q_last, k_first, k_last = _tile_ranges(lq, lk, block_size, device)
+    active = k_first <= q_last  # some key at or before some query
+    if window is not None:
+        active = active & (q_first - k_last < window)  # the closest pair lies inside the window
+    return active & (q_last >= 0)  # query blocks before the first key (Lq > Lk) see nothing
+
+
+def causal_block_mask(lq: int, lk: int, block_size: int, *, device=None) -> torch.Tensor:
+    """Tiles on or below the (bottom-right aligned) diagonal."""
+    return sliding_window_block_mask(lq, lk, None, block_size, device=device)
+
+
+def document_block_mask(document_ids: torch.Tensor, block_size: int, *, causal: bool = False) -> torch.Tensor:
+    """``(B, L)`` document id of each token (non-decreasing: documents packed one after another)
+    -> ``(B, nB, nB)`` block mask of self-attention within documents (and causal, if asked).
+
+    A tile is active iff the id ranges of its query rows and key columns overlap,
+    a superset of the tiles that hold an allowed entry (exact when ids are consecutive
+    integers); the kernel's element rule removes the rest.
+    """
+    _check_document_ids(document_ids, None, None)
+    _check_block_size(block_size)
+    bsz, length = document_ids.shape
+    pad = (-length) % block_size
+    ids = torch.nn.functional.pad(document_ids, (0, pad), mode="replicate") if pad else document_ids
+    tiles = ids.unflatten(-1, (-1, block_size))  # (B, nB, b)
+    lo, hi = tiles.amin(dim=-1), tiles.amax(dim=-1)  # (B, nB)
+    active = (lo[:, :, None] <= hi[:, None, :]) & (lo[:, None, :] <= hi[:, :, None])  # ranges overlap
+    if causal:
+        active = active & causal_block_mask(length, length, block_size, device=document_ids.device)
+    return active
+
+
+def moba_block_mask(q: torch.Tensor, k: torch.Tensor, block_size: int, top_k: int) -> torch.Tensor:
+    """Routed (MoBA-style) causal block mask: each query block keeps its own (diagonal)
+    key block and the ``top_k`` earlier key blocks with the largest gate score.
+
+    Gate score of query block ``I`` and key block ``J``: ``mean_{i in I} q_i . mean_{j in J} k_j``.
+    This is *our* tile-level simplification for a self-attention (``Lq == Lk``) kernel:
+    the MoBA abstract states only that it applies Mixture-of-Experts principles to
+    attention and can move between full and sparse attention; its exact gating rule
+    is in the paper body. Returns ``(B, H, nB, nB)``; use it with ``causal=True``.
+    """
+    check_qkv(q, k, k)
+    _check_block_size(block_size)
+    check_positive_int(top_k, "top_k")
+    if q.dim() != 4 or k.dim() != 4 or q.shape[:2] != k.shape[:2] or q.shape[-2] != k.shape[-2]:
+        raise ValueError(
+            f"q and k must be (B, H, L, d) with equal L for self-attention, got q {tuple(q.shape)}, k {tuple(k.shape)}")
+    length = k.shape[-2]
+    nb = triton.cdiv(length, block_size)
+
+    def block_means(x):  # (B, H, L, d) -> (B, H, nB, d), the last block averaged over its real rows
+        pad = nb * block_size - length
+        sums = torch.nn.functional.pad(x.float(), (0, 0, 0, pad)).unflatten(-2, (nb, block_size)).sum(-2)
+        counts = torch.full((nb,), float(block_size), device=x.device)
+        counts[-1] = block_size - pad
+        return sums / counts[:, None]
+
+    gate = block_means(q) @ block_means(k).transpose(-2, -1)  # (B, H, nB, nB)
+    earlier = torch.ones(nb, nb, dtype=torch.bool, device=q.device).tril(diagonal=-1)  # J < I
+    gate = gate.masked_fill(~earlier, float("-inf"))
+    kk = min(top_k, max(nb - 1, 1))
+    chosen = torch.zeros_like(gate, dtype=torch.bool)
+    if nb > 1:
+        top = gate.topk(kk, dim=-1).indices  # (B, H, nB, kk)
+        chosen.scatter_(-1, top, True)
+        chosen &= earlier  # rows with fewer than kk earlier blocks picked -inf ones: drop them
+    return chosen | torch.eye(nb, dtype=torch.bool, device=q.device)
+
+
+def block_mask_density(block_mask: torch.Tensor) -> float:
+    """Fraction of active tiles (the fraction of the dense work the kernel does)."""
+    return float(block_mask.float().mean())
+
+
+def compress_block_mask(block_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(..., nQB, nKB)`` -> ``(kv_num (..., nQB) int32, kv_idx (..., nQB, nKB) int32)``:
+    per query block, how many key blocks are active and their indices first, in order."""
+    kv_num = block_mask.sum(dim=-1, dtype=torch.int32)
+    kv_idx = torch.argsort((~block_mask).to(torch.int8), dim=-1, stable=True).to(torch.int32)
+    return kv_num, kv_idx
+
+
+# ----------------------------------------------------------------------------- the entry point
+
+
+def _check_document_ids(document_ids, bsz: Optional[int], length: Optional[int]) -> None:
+    if not isinstance(document_ids, torch.Tensor):
+        raise TypeError(f"document_ids must be an integer torch.Tensor (B, L), got {type(document_ids).__name__}")
+    if document_ids.is_floating_point() or document_ids.dtype == torch.bool or document_ids.is_complex():
+        raise TypeError(f"document_ids must hold integers, got dtype {document_ids.dtype}")
+    if document_ids.dim() != 2 or (bsz is not None and document_ids.shape != (bsz, length)):
+        want = "(B, L)" if bsz is None else f"(B, L) = ({bsz}, {length})"
+        raise ValueError(f"document_ids must have shape {want}, got {tuple(document_ids.shape)}")
+    if document_ids.shape[-1] > 1 and (document_ids.diff(dim=-1) < 0).any():
+        raise ValueError("document_ids must be non-decreasing along the sequence (documents packed in order)")
+
+
+def block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    block_mask: torch.Tensor,
+    *,
+    block_size: int = 64,
+    causal: bool = False,
+    window: Optional[int] = None,
+    document_ids: Optional[torch.Tensor] = None,
+    scale: Optional[float] = None,
+) -> torch.Tensor:
+    r"""Attention that computes only the tiles the block mask marks active (forward only).
+
+    Args:
+        q: ``(B, H, Lq, d)``; k: ``(B, H, Lk, d)``; v: ``(B, H, Lk, dv)``.
+        block_mask: boolean, broadcastable to ``(B, H, nQB, nKB)``, ``nQB = ceil(Lq/block_size)``,
+            ``nKB = ceil(Lk/block_size)``; True = compute tile ``(I, J)``. Entries of inactive tiles
+            are masked out.
+        block_size: tile edge, a power of two >= 16 (the block mask's geometry).
+        causal: element rule, query ``i`` sees key ``j`` iff ``j <= i + Lk - Lq``.
+        window: element rule, sliding window ``0 <= i + Lk - Lq - j < window`` (implies causal).
+        document_ids: element rule for self-attention (``Lq == Lk``): ``(B, L)`` non-decreasing ids;
+            ``i`` sees ``j`` only within one document.
+        scale: score scale, default ``1/sqrt(d)``.
+
+    Returns:
+        ``(B, H, Lq, dv)`` in the dtype of ``q``; rows with no allowed key are zero.
+        The result does not track gradients (forward kernel only).
+    """
+    check_qkv(q, k, v)
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if x.dim() != 4:
+            raise ValueError(f"{name} must have shape (B, H, L, d), got {tuple(x.shape)}")
+    if not (q.shape[:2] == k.shape[:2] == v.shape[:2]):
+        raise ValueError(f"q, k and v must share (B, H): got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    _check_block_size(block_size)
+    bsz, heads, lq, d = q.shape
+    lk, dv = k.shape[-2], v.shape[-1]
+    nqb, nkb = triton.cdiv(lq, block_size), triton.cdiv(lk, block_size)
+    if not isinstance(block_mask, torch.Tensor) or block_mask.dtype != torch.bool:
+        raise TypeError(f"block_mask must be a boolean torch.Tensor, got {getattr(block_mask, 'dtype', type(block_mask))}")
+    if block_mask.device != q.device:
+        raise ValueError(f"block_mask must be on {q.device}, got {block_mask.device}")
+    try:
+        block_mask = block_mask.expand(bsz, heads, nqb, nkb) if block_mask.dim() <= 4 else None
+    except RuntimeError:
+        block_mask = None
+    if block_mask is None:
+        raise ValueError(
+            f"block_mask must be broadcastable to (B, H, nQB, nKB) = ({bsz}, {heads}, {nqb}, {nkb}) "
+            f"for Lq={lq}, Lk={lk}, block_size={block_size}")
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    if window is not None:
+        check_positive_int(window, "window")
+    if document_ids is not None:
+        if lq != lk:
+            raise ValueError(f"document_ids needs self-attention (Lq == Lk), got Lq={lq}, Lk={lk}")
+        _check_document_ids(document_ids, bsz, lk)
+        if document_ids.device != q.device:
+            raise ValueError(f"document_ids must be on {q.device}, got {document_ids.device}")
+    scale = resolve_scale(scale, d)
+
+    out = torch.empty((bsz, heads, lq, dv), dtype=q.dtype, device=q.device)
+    if out.numel() == 0:
+        return out
+    # Compress the (broadcast) mask without materialising the broadcast: stride 0 stays 0.
+    base = block_mask
+    for dim in (0, 1):
+        if block_mask.stride(dim) == 0:
+            base = base.narrow(dim, 0, 1)
+    kv_num, kv_idx = compress_block_mask(base.contiguous())
+    kv_num, kv_idx = kv_num.expand(bsz, heads, nqb), kv_idx.expand(bsz, heads, nqb, nkb)
+    docs = document_ids.to(torch.int32) if document_ids is not None else kv_num  # kv_num: unused placeholder
+    docs_strides = docs.stride() if document_ids is not None else (0, 0)
+    on_gpu = q.device.type == "cuda"
+    extra = {"num_warps": 4 if block_size <= 64 else 8, "num_stages": 3} if on_gpu else {}
+
+    _block_sparse_fwd_kernel[(nqb, bsz * heads)](
+        q, k, v, out, kv_num, kv_idx, docs,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        *kv_num.stride(), *kv_idx.stride(), *docs_strides,
+        scale * _LOG2E, heads, lq, lk, d, dv, window if window is not None else 0,
+        CAUSAL=causal or window is not None, HAS_WINDOW=window is not None, HAS_DOCS=document_ids is not None,
+        BLOCK=block_size, BLOCK_D=max(16, triton.next_power_of_2(d)), BLOCK_DV=max(16, triton.next_power_of_2(dv)),
+        PRECISION="ieee" if q.dtype == torch.float32 else None,
+        **extra,
+    )
+    return out
+
+
+def element_mask(lq: int, lk: int, *, causal: bool = False, window: Optional[int] = None,
+                 document_ids: Optional[torch.Tensor] = None, device=None) -> torch.Tensor:
+    """The element rule of :func:`block_sparse_attention` as a dense mask, ``(B or 1, 1, Lq, Lk)``,
+    for references and plots."""
+    i = torch.arange(lq, device=device)[:, None] + (lk - lq)  # aligned query positions
+    j = torch.arange(lk, device=device)[None, :]
+    keep = torch.ones(lq, lk, dtype=torch.bool, device=device)
+    if causal or window is not None:
+        keep &= j <= i
+    if window is not None:
+        keep &= i - j < window
+    keep = keep[None, None]
+    if document_ids is not None:
+        same = document_ids[:, :, None] == document_ids[:, None, :]  # (B, L, L)
+        keep = keep & same[:, None]
+    return keep
+
+
+def expand_block_mask(block_mask: torch.Tensor, lq: int, lk: int, block_size: int) -> torch.Tensor:
+    """``(..., nQB, nKB)`` -> ``(..., Lq, Lk)``: every entry of an active tile True."""
+    dense = block_mask.repeat_interleave(block_size, dim=-2).repeat_interleave(block_size, dim=-1)
+    return dense[..., :lq, :lk]
+

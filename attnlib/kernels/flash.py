@@ -1,0 +1,290 @@
+r"""FlashAttention in Triton: exact attention without the :math:`L_q \times L_k` matrix, forward and backward.
+
+.. math:: O = \operatorname{softmax}(\text{scale}\; Q K^\top + B)\, V
+
+computed tile by tile with the online softmax (forward) and recomputed from the
+saved log-sum-exp (backward), as in FlashAttention (Dao et al., 2022) and
+FlashAttention-2 (Dao, 2023) (*background, not seeds*). The kernels are in
+:mod:`attnlib.kernels._flash_fwd` (with a tensor-descriptor variant for Hopper GPUs in
+:mod:`attnlib.kernels._flash_fwd_tma`) and :mod:`attnlib.kernels._flash_bwd`; this module
+checks the arguments, lays the tensors out and wraps both passes in a
+:class:`torch.autograd.Function`.
+
+Shapes: ``q`` is ``(..., Hq, Lq, D)``, ``k`` and ``v`` are ``(..., Hkv, Lk, D)`` with the
+same leading dims; ``Hkv`` must divide ``Hq`` (grouped-query attention: query head
+``h`` reads K/V head ``h // (Hq // Hkv)``). 2-D ``(L, D)`` and 3-D ``(H, L, D)`` inputs
+are accepted. Head dims 16..256 (any, padded to a power of two inside the kernel),
+any lengths, ``Lq != Lk``. Causal masks are bottom-right aligned as everywhere in
+attnlib; a query with no visible key gets zeros.
+
+It runs on CUDA (float16, bfloat16, float32; float32 is multiplied in IEEE float32, not
+TF32: float32 accuracy, at a fraction of the half-precision speed) and on a CPU under ``TRITON_INTERPRET=1`` (float16 and float32; set the
+variable before Triton is first imported).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import Optional
+
+import torch
+import triton
+
+from ..validation import check_tensor, resolve_scale
+from ._flash_bwd import flash_bwd_delta_kernel, flash_bwd_dkdv_kernel, flash_bwd_dq_kernel
+from ._flash_config import INTERPRET
+from ._flash_fwd import flash_fwd_kernel
+from ._flash_fwd_tma import TensorDescriptor, descriptor, flash_fwd_tma_kernel
+
+__all__ = ["flash_attention", "flash_attention_forward"]
+
+_LOG2E = 1.4426950408889634
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_KERNELS = ("auto", "portable", "tma")
+_TMA_FAILURE: Optional[str] = None  # set once if the TMA kernel fails to compile here; then "auto" stops trying
+
+
+def _check_inputs(q, k, v) -> None:
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check_tensor(x, name, min_dim=2)
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if q.dtype not in _DTYPES:
+        raise TypeError(f"flash_attention supports float16, bfloat16 and float32, got q of dtype {q.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device}, {v.device}")
+    if q.device.type != "cuda" and not INTERPRET:
+        raise RuntimeError(
+            f"flash_attention runs on CUDA, or on a CPU under Triton's interpreter: got tensors on {q.device} "
+            "and TRITON_INTERPRET was not '1' when attnlib.kernels.flash was imported (set it before "
+            "importing triton)"
+        )
+    if INTERPRET and q.dtype == torch.bfloat16:
+        raise TypeError("Triton's CPU interpreter has no bfloat16: use float16 or float32 there")
+    if not (q.dim() == k.dim() == v.dim()):
+        raise ValueError(
+            f"q, k and v must have the same number of dimensions, got shapes {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    d = q.shape[-1]
+    if k.shape[-1] != d or v.shape[-1] != d:
+        raise ValueError(
+            f"q, k and v must share the head dimension (last dim): got shapes {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if not 16 <= d <= 256:
+        raise ValueError(f"the head dimension (last dim of q) must be between 16 and 256, got {d}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"k and v must have the same length (dim -2), got shapes {tuple(k.shape)}, {tuple(v.shape)}")
+    if k.shape[:-2] != v.shape[:-2]:
+        raise ValueError(f"k and v must have the same leading dims, got shapes {tuple(k.shape)}, {tuple(v.shape)}")
+    if q.dim() >= 3:
+        if q.shape[:-3] != k.shape[:-3]:
+            raise ValueError(
+                f"q and k must have the same batch dims (all but the last three), got shapes {tuple(q.shape)} "
+                f"and {tuple(k.shape)}"
+            )
+        hq, hk = q.shape[-3], k.shape[-3]
+        if hk == 0 or hq % hk != 0:
+            raise ValueError(
+                f"the number of K/V heads (dim -3 of k, got {hk}) must divide the number of query heads "
+                f"(dim -3 of q, got {hq}) for grouped-query attention"
+            )
+    for name, x in (("q", q), ("k", k)):
+        if x.shape[-2] == 0:
+            raise ValueError(f"{name} must have a positive length (dim -2), got shape {tuple(x.shape)}")
+
+
+def _as_bhld(x: torch.Tensor) -> torch.Tensor:
+    """View ``(..., H, L, D)`` as ``(B, H, L, D)`` with unit stride along D (copies only if needed)."""
+    if x.dim() == 2:
+        x = x[None, None]
+    elif x.dim() == 3:
+        x = x[None]
+    else:
+        x = x.reshape(-1, *x.shape[-3:])
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _precision(dtype: torch.dtype) -> str:
+    """float32 inputs multiply in full IEEE float32 (not TF32), so float32 means float32."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _block_d(d: int) -> int:
+    return max(16, triton.next_power_of_2(d))
+
+
+def _tma_available(q: torch.Tensor) -> bool:
+    """Hopper (compute capability 9.x), a Triton with tensor descriptors, fp16/bf16, D a multiple of 8."""
+    return (
+        not INTERPRET and TensorDescriptor is not None and q.is_cuda
+        and torch.cuda.get_device_capability(q.device)[0] == 9
+        and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] % 8 == 0
+        and os.environ.get("ATTNLIB_FLASH_TMA", "1") != "0"
+    )
+
+
+def _forward(q, k, v, causal: bool, scale: float, kernel: str = "auto"):
+    """q (B, H, Lq, D), k/v (B, Hk, Lk, D) -> o (B, H, Lq, D), lse2 (B*H, Lq) float32 (base 2).
+
+    ``kernel="auto"`` takes the TMA kernel where it is available (and falls back to the portable
+    one, for good, if it fails to compile); ``"tma"`` and ``"portable"`` force one of them.
+    """
+    global _TMA_FAILURE
+    if kernel == "tma" or (kernel == "auto" and _TMA_FAILURE is None and _tma_available(q)):
+        try:
+            return _forward_tma(q, k, v, causal, scale)
+        except Exception as e:  # noqa: BLE001 - an unsupported Triton/GPU combination: use the portable kernel
+            if kernel == "tma":
+                raise
+            _TMA_FAILURE = f"{type(e).__name__}: {e}"
+            warnings.warn(f"attnlib: the TMA FlashAttention kernel failed ({_TMA_FAILURE[:300]}); "
+                          "using the portable kernel from now on", RuntimeWarning, stacklevel=3)
+    return _forward_portable(q, k, v, causal, scale)
+
+
+def _forward_portable(q, k, v, causal: bool, scale: float):
+    b, h, lq, d = q.shape
+    hk, lk = k.shape[1], k.shape[2]
+    o = torch.empty_like(q)
+    lse = torch.empty((b * h, lq), device=q.device, dtype=torch.float32)
+    block_d = _block_d(d)
+
+    def grid(meta):
+        return (triton.cdiv(lq, meta["BLOCK_M"]), b * h)
+
+    flash_fwd_kernel[grid](
+        q, k, v, o, lse,
+        *q.stride(), *k.stride(), *v.stride(), *o.stride(),
+        h, h // hk, lq, lk, d, scale * _LOG2E,
+        CAUSAL=causal, BLOCK_D=block_d, EVEN_D=(block_d == d), PRECISION=_precision(q.dtype),
+    )
+    return o, lse
+
+
+def _forward_tma(q, k, v, causal: bool, scale: float):
+    """The same forward with tiles moved by tensor descriptors (see :mod:`._flash_fwd_tma`)."""
+    if TensorDescriptor is None:
+        raise RuntimeError("this Triton has no triton.tools.tensor_descriptor (TMA kernel unavailable)")
+    b, h, lq, d = q.shape
+    hk, lk = k.shape[1], k.shape[2]
+    block_d = _block_d(d)
+    q3 = q.reshape(b * h, lq, d).contiguous()  # (B*H, Lq, D): a tile never crosses into the next head
+    k3 = k.reshape(b * hk, lk, d).contiguous()
+    v3 = v.reshape(b * hk, lk, d).contiguous()
+    o3 = torch.empty_like(q3)
+    lse = torch.empty((b * h, lq), device=q.device, dtype=torch.float32)
+    descs = [descriptor(x, 16, block_d) for x in (q3, k3, v3, o3)]  # tile shapes are set per config
+
+    def grid(meta):
+        return (triton.cdiv(lq, meta["BLOCK_M"]), b * h)
+
+    flash_fwd_tma_kernel[grid](
+        *descs, lse, h, h // hk, lq, lk, scale * _LOG2E,
+        CAUSAL=causal, BLOCK_D=block_d, PRECISION=_precision(q.dtype),
+    )
+    return o3.reshape(b, h, lq, d), lse
+
+
+def _backward(q, k, v, o, lse, do, causal: bool, scale: float):
+    b, h, lq, d = q.shape
+    hk, lk = k.shape[1], k.shape[2]
+    do = do if do.stride(-1) == 1 else do.contiguous()
+    delta = torch.empty((b * h, lq), device=q.device, dtype=torch.float32)  # rowsum(dO * O)
+    block_m = 16 if INTERPRET else 64
+    flash_bwd_delta_kernel[(triton.cdiv(lq, block_m), b * h)](
+        o, do, delta, *o.stride(), *do.stride(), h, lq, d, BLOCK_M=block_m, BLOCK_D=_block_d(d),
+    )
+    dq = torch.empty_like(q)
+    dk = torch.empty_like(k)
+    dv = torch.empty_like(v)
+    block_d = _block_d(d)
+
+    def grid_kv(meta):
+        return (triton.cdiv(lk, meta["BLOCK_N"]), b * hk)
+
+    flash_bwd_dkdv_kernel[grid_kv](
+        q, k, v, do, dk, dv, lse, delta,
+        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
+        h, hk, h // hk, lq, lk, d, scale, scale * _LOG2E,
+        CAUSAL=causal, BLOCK_D=block_d, PRECISION=_precision(q.dtype),
+    )
+
+    def grid_q(meta):
+        return (triton.cdiv(lq, meta["BLOCK_M"]), b * h)
+
+    flash_bwd_dq_kernel[grid_q](
+        q, k, v, do, dq, lse, delta,
+        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
+        h, h // hk, lq, lk, d, scale, scale * _LOG2E,
+        CAUSAL=causal, BLOCK_D=block_d, PRECISION=_precision(q.dtype),
+    )
+    return dq, dk, dv
+
+
+class _FlashAttention(torch.autograd.Function):
+    """Saves q, k, v, o and the (B*H, Lq) log-sum-exp; nothing of size Lq x Lk."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, causal: bool, scale: float, kernel: str):
+        o, lse = _forward(q, k, v, causal, scale, kernel)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.causal, ctx.scale = causal, scale
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse = ctx.saved_tensors
+        dq, dk, dv = _backward(q, k, v, o, lse, do, ctx.causal, ctx.scale)
+        return dq, dk, dv, None, None, None
+
+
+def flash_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = False,
+    scale: Optional[float] = None,
+    kernel: str = "auto",
+) -> torch.Tensor:
+    """FlashAttention ``softmax(scale * q k^T) v`` with a Triton forward and backward.
+
+    Args:
+        q: ``(..., Hq, Lq, D)`` queries (or ``(Lq, D)``, ``(Hq, Lq, D)``).
+        k: ``(..., Hkv, Lk, D)`` keys; ``Hkv`` divides ``Hq`` (grouped-query attention).
+        v: ``(..., Hkv, Lk, D)`` values.
+        causal: bottom-right aligned causal mask (query ``i`` sees key ``j <= i + Lk - Lq``).
+        scale: score scale, default ``1/sqrt(D)``.
+        kernel: forward kernel: ``"auto"`` (tensor-descriptor/TMA kernel on Hopper GPUs where
+            Triton has it, else the portable one), ``"portable"`` or ``"tma"``.
+
+    Returns:
+        ``(..., Hq, Lq, D)`` in the dtype of ``q``; differentiable in q, k and v.
+    """
+    _check_inputs(q, k, v)
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    scale = resolve_scale(scale, q.shape[-1])
+    if kernel not in _KERNELS:
+        raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
+    out = _FlashAttention.apply(_as_bhld(q), _as_bhld(k), _as_bhld(v), causal, scale, kernel)
+    return out.reshape(q.shape)
+
+
+def flash_attention_forward(q, k, v, *, causal: bool = False, scale: Optional[float] = None, kernel: str = "auto"):
+    """Forward only, also returning the natural-log log-sum-exp ``(..., Hq, Lq)`` of the scaled scores.
+
+    A query with no visible key has log-sum-exp ``-inf`` (and output zeros).
+    """
+    _check_inputs(q, k, v)
+    scale = resolve_scale(scale, q.shape[-1])
+    if kernel not in _KERNELS:
+        raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
+    with torch.no_grad():
+        o, lse2 = _forward(_as_bhld(q), _as_bhld(k), _as_bhld(v), bool(causal), scale, kernel)
+    lse = torch.where(torch.isinf(lse2), torch.full_like(lse2, -math.inf), lse2 / _LOG2E)
+    return o.reshape(q.shape), lse.reshape(q.shape[:-1])

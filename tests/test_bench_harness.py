@@ -1,0 +1,113 @@
+"""The benchmark harness on a CPU: entry point behaviour, ratios, FLOP rates, stored data and plots.
+
+GPU timings cannot be tested here; what can: without CUDA the entry point says so and writes
+nothing, ratios and TFLOP/s are computed correctly, the staff's reference baselines load
+and say what they are, and the plots draw from rows of the documented shape.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from attnlib.bench import attention_flops
+from attnlib.bench.__main__ import main
+from attnlib.bench.flash import grid, ratios
+from attnlib.bench.plot import load_reference_baselines, load_results, plot_flash, plot_reference_baselines, plot_rows
+from attnlib.bench.timing import attention_tflops, tflops
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
+def test_entry_point_without_cuda_writes_nothing(tmp_path, capsys):
+    assert main(["--suite", "all", "--out", str(tmp_path / "out")]) == 0
+    assert "no CUDA GPU" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()
+
+
+def test_tflops_and_grid():
+    assert tflops(2e12, 1000.0) == pytest.approx(2.0)
+    # 4*B*H*N*N*D / 2 for causal, 1 ms
+    assert attention_tflops(1.0, 4, 16, 4096, 4096, 128, causal=True) == pytest.approx(
+        attention_flops(4, 16, 4096, 4096, 128, causal=True) / 1e9)
+    with pytest.raises(ValueError):
+        tflops(1.0, 0.0)
+    for shape in grid():
+        assert shape["batch"] * shape["seq_len"] == 16384 and shape["heads"] * shape["head_dim"] == 2048
+    assert {s["seq_len"] for s in grid()} == {1024, 2048, 4096, 8192, 16384}
+
+
+def _rows():
+    rows = []
+    for impl, tf in (("attnlib_flash", 300.0), ("sdpa_cudnn", 400.0), ("sdpa_flash", 200.0), ("sdpa_efficient", None)):
+        for mode in ("fwd", "fwd_bwd"):
+            rows.append({"impl": impl, "batch": 4, "heads": 16, "seq_len": 4096, "head_dim": 128, "causal": True,
+                         "mode": mode, "ms": None if tf is None else 1.0, "tflops": tf})
+    return rows
+
+
+def test_ratios():
+    out = ratios(_rows())
+    assert len(out) == 2
+    for entry in out:
+        assert entry["vs_sdpa_cudnn"] == pytest.approx(0.75)
+        assert entry["vs_sdpa_flash"] == pytest.approx(1.5)
+        assert entry["vs_sdpa_efficient"] is None
+
+
+def test_reference_baselines_are_labelled_and_match_the_source():
+    ref = load_reference_baselines()
+    assert "NOT results of attnlib" in ref["what"] and ref["gpu"] == "NVIDIA H200"
+    best = {(r["impl"], r["head_dim"], r["seq_len"], r["causal"]): r for r in ref["rows"]}
+    assert best[("sdpa_cudnn", 128, 4096, False)]["fwd_tflops"] == 595
+    assert best[("sdpa_cudnn", 128, 4096, True)]["fwd_tflops"] == 514
+    assert not best[("flex", 128, 16384, True)]["valid"]
+    assert all(r["impl"] != "attnlib_flash" for r in ref["rows"])
+
+
+def test_plots_draw(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = plot_flash({"rows": _rows(), "machine": {"gpu": "test rows", "date_utc": "2000-01-01"}})
+    assert len(fig.axes) == 2 and fig.axes[0].get_lines()
+    fig = plot_reference_baselines()
+    assert len(fig.axes) == 8
+    fig = plot_rows({"rows": [{"impl": "x", "kv_len": 8, "tb_s": 1.0}, {"impl": "x", "kv_len": 16, "tb_s": 2.0}]})
+    assert fig.axes[0].get_lines()
+
+
+def test_load_results_ignores_the_reference_file(tmp_path):
+    (tmp_path / "h200-baselines-reference.json").write_text("{}")
+    (tmp_path / "flash-h200.json").write_text(json.dumps({"rows": [], "machine": {"date_utc": "2030"}}))
+    found = load_results("flash", tmp_path)
+    assert [f["file"] for f in found] == ["flash-h200.json"]
+    assert load_results("decode", tmp_path) == []
+
+
+def _cpu_timer(fn, *, warmup, rep, grad_to_none=None):
+    """Stands in for do_bench on a CPU: one timed call (the harness logic, not the number, is tested)."""
+    import time
+
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real harness in tools/gpu_check.sh")
+def test_harness_logic_runs_in_the_interpreter():
+    pytest.importorskip("triton")
+    from attnlib.bench.flash import IMPLS, check_correctness, time_shape
+
+    checks = check_correctness(device="cpu", dtype=torch.float32, head_dims=(16,), sizes=((2, 1, 9, 13),))
+    assert len(checks) == 2 and all(c["passed"] for c in checks), checks
+    shape = {"batch": 1, "heads": 2, "seq_len": 20, "head_dim": 16, "causal": True}
+    rows = time_shape(shape, device="cpu", dtype=torch.float32, timer=_cpu_timer)
+    assert sorted((r["impl"], r["mode"]) for r in rows) == sorted((i, m) for i in IMPLS for m in ("fwd", "fwd_bwd"))
+    ours = [r for r in rows if r["impl"] == "attnlib_flash"]
+    assert all(r["error"] is None and r["ms"] > 0 and r["tflops"] > 0 for r in ours)
+    for r in rows:  # a backend that refuses the shape (no cuDNN on a CPU) is reported, not fatal
+        assert (r["tflops"] is None) == (r["error"] is not None)
+    for key in (k for k in ours[0] if k.startswith("rel_error_vs_")):
+        assert ours[0][key] < 1e-4

@@ -1,0 +1,237 @@
+"""attnlib.kernels.flash_attention against attnlib.core and torch's SDPA, forward and backward.
+
+Without CUDA these run in Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1),
+so the shapes are tiny and odd: every length crosses a block edge (the interpreter's blocks
+are 16), Lq != Lk both ways, head dims that are not powers of two, grouped-query K/V and
+fully masked causal rows (Lq > Lk). The reference runs in float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("triton")
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from attnlib.core import scaled_dot_product_attention as reference  # noqa: E402
+from attnlib.kernels import flash_attention  # noqa: E402
+from attnlib.kernels.flash import flash_attention_forward  # noqa: E402
+from attnlib.masks import causal_mask  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+# float32 inputs are multiplied in IEEE float32 (not TF32) on GPUs too.
+TOL = {
+    torch.float32: (1e-4, 1e-4),
+    torch.float16: (5e-3, 5e-3),
+    torch.bfloat16: (3e-2, 3e-2),
+}
+GRAD_TOL = {
+    torch.float32: (5e-4, 5e-4) if CUDA else (1e-4, 1e-4),
+    torch.float16: (2e-2, 2e-2),
+    torch.bfloat16: (1e-1, 1e-1),
+}
+
+
+def _inputs(b, hq, hk, lq, lk, d, dtype, seed, requires_grad=False):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, hq, lq, d, generator=g)
+    k = torch.randn(b, hk, lk, d, generator=g)
+    v = torch.randn(b, hk, lk, d, generator=g)
+    return [x.to(DEVICE, dtype).requires_grad_(requires_grad) for x in (q, k, v)]
+
+
+def _reference(q, k, v, causal, scale=None):
+    """float64 attnlib reference, K/V heads repeated for grouped-query attention."""
+    group = q.shape[-3] // k.shape[-3]
+    q64, k64, v64 = (x.detach().double().requires_grad_(x.requires_grad) for x in (q, k, v))
+    out = reference(q64, k64.repeat_interleave(group, -3), v64.repeat_interleave(group, -3),
+                    causal=causal, scale=scale)
+    return out, (q64, k64, v64)
+
+
+def _assert_close(actual, expected, tol, what):
+    rtol, atol = tol
+    if actual.dtype == torch.bfloat16:  # 8 mantissa bits: compare in norm, elementwise is too brittle
+        err = (actual.double() - expected.double()).norm() / expected.double().norm().clamp_min(1e-12)
+        assert err < rtol, f"{what}: relative error {err.item():.3g} >= {rtol}"
+        return
+    torch.testing.assert_close(actual.double(), expected.double(), rtol=rtol, atol=atol, msg=lambda m: f"{what}: {m}")
+
+
+def _check(b, hq, hk, lq, lk, d, causal, dtype, seed, grads=True, scale=None):
+    q, k, v = _inputs(b, hq, hk, lq, lk, d, dtype, seed, requires_grad=grads)
+    out = flash_attention(q, k, v, causal=causal, scale=scale)
+    assert out.shape == q.shape and out.dtype == dtype
+    assert torch.isfinite(out).all(), "flash_attention produced NaN/inf"
+    ref, leaves = _reference(q, k, v, causal, scale)
+    _assert_close(out, ref, TOL[dtype], "output")
+    if grads:
+        g = torch.Generator().manual_seed(seed + 1)
+        dout = torch.randn(out.shape, generator=g).to(DEVICE, dtype)
+        got = torch.autograd.grad(out, (q, k, v), dout)
+        want = torch.autograd.grad(ref, leaves, dout.double())
+        for name, a, e in zip(("dq", "dk", "dv"), got, want):
+            assert a.shape == e.shape, f"{name} shape {tuple(a.shape)} != {tuple(e.shape)}"
+            assert torch.isfinite(a).all(), f"{name} has NaN/inf"
+            _assert_close(a, e, GRAD_TOL[dtype], name)
+
+
+CASES = [
+    # b, hq, hk, lq, lk, d, causal
+    (1, 2, 2, 37, 37, 24, False),  # odd length, D not a power of two
+    (1, 2, 2, 37, 37, 24, True),
+    (2, 1, 1, 17, 50, 16, True),  # Lq < Lk: bottom-right aligned causal (the KV-cache case)
+    (1, 2, 2, 50, 17, 16, True),  # Lq > Lk: the first 33 queries see nothing -> zeros
+    (1, 2, 2, 33, 20, 64, False),
+    (1, 4, 2, 29, 31, 16, True),  # grouped-query attention, 2 query heads per K/V head
+    (1, 3, 1, 16, 32, 40, False),  # multi-query attention, exact block multiples
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}_h{}k{}_lq{}_lk{}_d{}_{}".format(*c[:6], "causal" if c[6] else "full"))
+def test_matches_reference_float32(case):
+    _check(*case, dtype=torch.float32, seed=sum(case[:6]))
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[5]], ids=["odd_causal", "fully_masked_rows", "gqa"])
+def test_matches_reference_float16(case):
+    _check(*case, dtype=torch.float16, seed=7 + sum(case[:6]))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_matches_torch_sdpa(causal):
+    """An independent implementation: torch's SDPA with the bottom-right causal mask passed explicitly."""
+    q, k, v = _inputs(2, 2, 2, 21, 45, 32, torch.float32, seed=3)
+    mask = causal_mask(21, 45, device=DEVICE) if causal else None
+    expected = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask)
+    _assert_close(flash_attention(q, k, v, causal=causal), expected, TOL[torch.float32], "vs torch SDPA")
+
+
+def test_custom_scale_and_large_logits_float16():
+    """A large scale makes logits in the hundreds: exp would overflow without the running maximum."""
+    _check(1, 1, 1, 19, 23, 16, True, torch.float16, seed=11, grads=False, scale=8.0)
+
+
+def test_fully_masked_rows_are_zero_with_zero_gradient():
+    q, k, v = _inputs(1, 1, 1, 24, 5, 16, torch.float32, seed=5, requires_grad=True)
+    out = flash_attention(q, k, v, causal=True)  # queries 0..18 see no key (j <= i - 19)
+    assert torch.equal(out[..., :19, :], torch.zeros_like(out[..., :19, :]))
+    assert torch.isfinite(out).all()
+    (dq,) = torch.autograd.grad(out.sum(), (q,))
+    assert torch.equal(dq[..., :19, :], torch.zeros_like(dq[..., :19, :]))
+
+
+def test_log_sum_exp_matches_torch():
+    q, k, v = _inputs(1, 2, 2, 26, 35, 24, torch.float32, seed=9)
+    scale = 1 / math.sqrt(24)
+    out, lse = flash_attention_forward(q, k, v, causal=True)
+    scores = (q.double() @ k.double().transpose(-2, -1)) * scale
+    scores = scores.masked_fill(~causal_mask(26, 35, device=DEVICE), float("-inf"))
+    _assert_close(lse, torch.logsumexp(scores, -1), TOL[torch.float32], "log-sum-exp")
+    _assert_close(out, flash_attention(q, k, v, causal=True), (0, 0), "forward-only output")
+
+
+def test_layouts_two_and_three_dims_and_non_contiguous():
+    q, k, v = _inputs(1, 3, 3, 18, 18, 16, torch.float32, seed=2)
+    ref, _ = _reference(q, k, v, causal=True)
+    _assert_close(flash_attention(q[0], k[0], v[0], causal=True), ref[0], TOL[torch.float32], "3-D input")
+    _assert_close(flash_attention(q[0, 1], k[0, 1], v[0, 1], causal=True), ref[0, 1], TOL[torch.float32], "2-D")
+    # (B, L, H, D) memory viewed as (B, H, L, D): strided, not contiguous
+    qt, kt, vt = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v))
+    assert not qt.is_contiguous()
+    _assert_close(flash_attention(qt, kt, vt, causal=True), ref, TOL[torch.float32], "strided input")
+
+
+@settings(max_examples=6, deadline=None, derandomize=True)
+@given(
+    lq=st.integers(1, 40), lk=st.integers(1, 40), d=st.sampled_from([16, 20, 32, 48]),
+    group=st.sampled_from([1, 2]), causal=st.booleans(), seed=st.integers(0, 2**16),
+)
+def test_random_shapes(lq, lk, d, group, causal, seed):
+    _check(1, 2 * group, 2, lq, lk, d, causal, torch.float32, seed)
+
+
+def test_bad_inputs_raise_clear_errors():
+    q, k, v = _inputs(1, 2, 2, 8, 8, 16, torch.float32, seed=0)
+    with pytest.raises(TypeError, match="q must be a torch.Tensor"):
+        flash_attention(q.tolist(), k, v)
+    with pytest.raises(TypeError, match="float16, bfloat16 and float32"):
+        flash_attention(q.double(), k.double(), v.double())
+    with pytest.raises(TypeError, match="share a dtype"):
+        flash_attention(q, k.half(), v)
+    with pytest.raises(ValueError, match="head dimension"):
+        flash_attention(q[..., :8], k[..., :8], v[..., :8])
+    with pytest.raises(ValueError, match="head dimension"):
+        flash_attention(q, k, v[..., :8])
+    q3, _, _ = _inputs(1, 3, 3, 8, 8, 16, torch.float32, seed=0)
+    with pytest.raises(ValueError, match="must divide"):
+        flash_attention(q3, k, v)
+    with pytest.raises(ValueError, match="same length"):
+        flash_attention(q, k, v[..., :5, :])
+    with pytest.raises(ValueError, match="scale"):
+        flash_attention(q, k, v, scale=-1.0)
+    with pytest.raises(TypeError, match="causal"):
+        flash_attention(q, k, v, causal=1)
+    if not CUDA:
+        with pytest.raises(TypeError, match="bfloat16"):
+            flash_attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+
+
+@pytest.mark.parametrize("case", [CASES[2], CASES[3], CASES[5]], ids=["lq_lt_lk", "fully_masked_rows", "gqa"])
+def test_tma_forward_matches_portable(case):
+    """The tensor-descriptor forward (Hopper's default) computes what the portable one does.
+
+    On a CPU both run in the interpreter, which implements tensor descriptors too.
+    """
+    from attnlib.kernels import flash
+
+    if flash.TensorDescriptor is None:
+        pytest.skip("this Triton has no triton.tools.tensor_descriptor")
+    b, hq, hk, lq, lk, d, causal = case
+    for dtype in (torch.float32, torch.float16):
+        q, k, v = _inputs(b, hq, hk, lq, lk, d, dtype, seed=lq + lk)
+        out, lse = flash_attention_forward(q, k, v, causal=causal, kernel="tma")
+        ref_out, ref_lse = flash_attention_forward(q, k, v, causal=causal, kernel="portable")
+        _assert_close(out, ref_out, TOL[dtype], "TMA forward output")
+        torch.testing.assert_close(lse, ref_lse, rtol=1e-3, atol=1e-3)
+        _assert_close(out, _reference(q, k, v, causal)[0], TOL[dtype], "TMA forward vs reference")
+
+
+def test_kernel_argument_is_checked():
+    q, k, v = _inputs(1, 1, 1, 4, 4, 16, torch.float32, seed=0)
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        flash_attention(q, k, v, kernel="fast")
+
+
+@pytest.mark.skipif(not CUDA, reason="bfloat16 and large head dims run on a GPU only")
+@pytest.mark.parametrize("d", [64, 128, 256])
+@pytest.mark.parametrize("causal", [False, True])
+def test_gpu_bfloat16_large(d, causal):
+    _check(2, 4, 2, 1000, 1111, d, causal, torch.bfloat16, seed=d)
+
+
+@pytest.mark.skipif(not CUDA, reason="runs on a GPU only")
+def test_gpu_float16_head_dim_96():
+    _check(1, 2, 2, 517, 517, 96, True, torch.float16, seed=96)
+
+
+@pytest.mark.skipif(not CUDA, reason="runs on a GPU only")
+@pytest.mark.parametrize("causal", [False, True])
+def test_gpu_portable_and_auto_kernels_agree(causal):
+    """On Hopper "auto" is the TMA kernel: it must compile here and agree with the portable one."""
+    from attnlib.kernels import flash
+
+    q, k, v = _inputs(2, 4, 2, 1000, 1111, 128, torch.bfloat16, seed=5)
+    auto = flash_attention(q, k, v, causal=causal)
+    portable = flash_attention(q, k, v, causal=causal, kernel="portable")
+    _assert_close(auto, portable, (1e-2, 1e-2), "auto vs portable kernel")
+    if flash._tma_available(q):
+        assert flash._TMA_FAILURE is None, flash._TMA_FAILURE
+        _assert_close(flash_attention(q, k, v, causal=causal, kernel="tma"), portable, (1e-2, 1e-2), "TMA kernel")
