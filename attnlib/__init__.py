@@ -5,8 +5,20 @@ One idea per module:
 * :mod:`attnlib.core` - reference scaled dot-product attention and its chunked online-softmax form.
 * :mod:`attnlib.masks` - boolean masks (True = attend): causal, padding, sliding window.
 * :mod:`attnlib.scores` - dot, scaled-dot, general and additive score functions.
+* :mod:`attnlib.memory` - sparse distributed memory, Hebbian associative memory, recurrent softmax.
+* :mod:`attnlib.prob` - attention as inference: posteriors, marginals, REINFORCE, ELBO.
+* :mod:`attnlib.rank` - rank limits: low-rank logits, rank collapse, residual subspaces.
+* :mod:`attnlib.normalizers` - softmax, sparsemax, entmax, ReLU, sigmoid and sink normalizers.
+* :mod:`attnlib.heads` - multi-head, grouped-query, multi-query and latent attention.
+* :mod:`attnlib.seq2seq`, :mod:`attnlib.pointer` - GRU encoder-decoder attention, pointer networks.
+* :mod:`attnlib.position` - sinusoidal, learned, relative, rotary, ALiBi and contextual positions.
+* :mod:`attnlib.lengthgen` - threshold-relative and monotonic location attention.
+* :mod:`attnlib.models` - a small causal Transformer with pluggable parts, and its trainer.
+* :mod:`attnlib.data` - seeded synthetic tasks.
+* :mod:`attnlib.kernels` - Triton kernels (imported on first use; needs Triton).
 * :mod:`attnlib.checks` - the helpers that the labs' check cells use.
 * :mod:`attnlib.bench` - FLOP counts and the benchmark entry point.
+* :mod:`attnlib.resources` - reference data (the seed-paper table).
 * :mod:`attnlib.utils` - seeding and fast mode.
 
 Conventions (the API contract): tensors are ``(..., L, d)`` with the sequence
@@ -15,8 +27,11 @@ boolean with True = attend, a fully masked row gives zeros, bad input raises a
 ``ValueError``/``TypeError`` that names the argument.
 """
 
-from . import bench, checks, core, masks, scores, utils, validation
+from . import (bench, checks, core, data, heads, kernels, lengthgen, masks, memory, models, normalizers, pointer,
+               position, prob, rank, resources, scores, seq2seq, utils, validation)
 
 __version__ = "0.1.0"
 
-__all__ = ["bench", "checks", "core", "masks", "scores", "utils", "validation", "__version__"]
+__all__ = ["bench", "checks", "core", "data", "heads", "kernels", "lengthgen", "masks", "memory", "models",
+           "normalizers", "pointer", "position", "prob", "rank", "resources", "scores", "seq2seq", "utils",
+           "validation", "__version__"]

@@ -1,5 +1,20 @@
 """Seeded synthetic tasks for the labs (no downloads).
 
-Every generator takes an explicit ``seed`` (or ``torch.Generator``), returns
-tensors with documented shapes, and gives the same data for the same seed.
+Every generator takes an explicit ``seed`` (an int or a ``torch.Generator``),
+returns tensors with documented shapes, and gives the same data for the same
+seed. The token constants of each family live in its module.
+
+* :mod:`attnlib.data.sequences` - reversal and sorting (seq2seq, pointer networks).
+* :mod:`attnlib.data.recall` - selective copy, counting, Flip-Flop, associative recall.
+* :mod:`attnlib.data.languages` - mildly context-sensitive languages (a^n b^n c^n, ...).
 """
+
+from .languages import LanguageBatch, mcsl, mcsl_vocab_size
+from .recall import TaskBatch, associative_recall, counting, flip_flop, selective_copy
+from .sequences import SequenceBatch, reversal_task, sorting_task
+
+__all__ = [
+    "SequenceBatch", "reversal_task", "sorting_task",
+    "TaskBatch", "selective_copy", "counting", "flip_flop", "associative_recall",
+    "LanguageBatch", "mcsl", "mcsl_vocab_size",
+]

@@ -25,19 +25,18 @@ longest row, ``lengths`` ``(B,)`` the number of real input tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 
 from ..validation import check_positive_int
-from .recall import IGNORE, _generator
+from ._seed import Seed, as_generator as _generator
+from .recall import IGNORE
 
 __all__ = ["PAD", "BOS", "EOS", "LANGUAGES", "LanguageBatch", "mcsl", "mcsl_vocab_size"]
 
 PAD, BOS, EOS = 0, 1, 2
 A = 3
 LANGUAGES = ("anbncn", "anbmcndm")
-Seed = Union[int, torch.Generator]
 
 
 def mcsl_vocab_size() -> int:

@@ -33,16 +33,15 @@ gives the same batch; all randomness comes from one CPU generator.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 
 from ..validation import check_positive_int
+from ._seed import Seed, as_generator as _generator
 
 __all__ = ["IGNORE", "TaskBatch", "selective_copy", "counting", "flip_flop", "associative_recall"]
 
 IGNORE = -100
-Seed = Union[int, torch.Generator]
 
 
 @dataclass(frozen=True)
@@ -55,14 +54,6 @@ class TaskBatch:
 
     def __iter__(self):  # x, y = batch
         return iter((self.inputs, self.targets))
-
-
-def _generator(seed: Seed) -> torch.Generator:
-    if isinstance(seed, torch.Generator):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int or a torch.Generator, got {type(seed).__name__}")
-    return torch.Generator().manual_seed(seed)
 
 
 def _rand_positions(n: int, length: int, k: int, g: torch.Generator) -> torch.Tensor:

@@ -29,18 +29,16 @@ generator.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 
 from ..validation import check_positive_int
+from ._seed import Seed, as_generator as _generator
 
 __all__ = ["PAD", "BOS", "N_SPECIAL", "SequenceBatch", "reversal_task", "sorting_task"]
 
 PAD, BOS = 0, 1
 N_SPECIAL = 2
-
-Seed = Union[int, torch.Generator]
 
 
 @dataclass(frozen=True)
@@ -65,14 +63,6 @@ class SequenceBatch:
         b, t = valid.nonzero(as_tuple=True)
         gold[b, t, self.alignment[b, t]] = 1.0
         return gold
-
-
-def _generator(seed: Seed) -> torch.Generator:
-    if isinstance(seed, torch.Generator):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int or a torch.Generator, got {type(seed).__name__}")
-    return torch.Generator().manual_seed(seed)
 
 
 def _check_sizes(n: int, min_len: int, max_len: int, vocab_size: int) -> None:
