@@ -157,7 +157,7 @@ def random_attention_cases(seed: int, *, dtype: torch.dtype = torch.float32, n: 
     The first case is tiny (one query, one key); the rest draw ``Lq, Lk`` in
     ``[1, 12]`` (often unequal), ``d`` and ``dv`` in ``[1, 9]``, leading dims
     ``(B,)`` or ``(B, H)``, and, when enabled, a random boolean mask with at least
-    one fully masked row, and/or ``causal=True``.
+    one fully masked row, ``causal=True``, or both.
     """
     g = torch.Generator().manual_seed(_seed(seed))
 
@@ -174,8 +174,8 @@ def random_attention_cases(seed: int, *, dtype: torch.dtype = torch.float32, n: 
         k = torch.randn(*lead, lk, d, generator=g, dtype=torch.float64).to(dtype)
         v = torch.randn(*lead, lk, dv, generator=g, dtype=torch.float64).to(dtype)
         mask = None
-        is_causal = causal and i % 3 == 2
-        if masks and i % 3 == 1:
+        is_causal = causal and i % 3 in (0, 2) and i > 0  # cases 2, 3, 5, 6, ...: causal
+        if masks and i % 3 in (0, 1) and i > 0:  # cases 1, 3, 4, 6, ...: a mask (3, 6: with causal too)
             mask = torch.rand(*lead, lq, lk, generator=g) > 0.3
             mask[..., 0, :] = False  # one fully masked row: the output there must be 0, not NaN
         name = f"lead={lead} Lq={lq} Lk={lk} d={d} dv={dv}" + (" mask" if mask is not None else "") + (
