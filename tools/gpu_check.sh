@@ -10,22 +10,25 @@
 # attnlib/bench/results/ (for example as flash-h200.json) to ship and plot them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT="${OUT:-$PWD/bench-out}"
+export OUT="${OUT:-$PWD/bench-out}"
 mkdir -p "$OUT"
+# The device tool brings back at most 8 files: one log, ceilings.json, and per suite a JSON and a PNG.
+LOG="$OUT/run.log"
+: >"$LOG"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export MPLBACKEND=Agg
 PY="${PYTHON:-python3}"
 start=$(date +%s)
 status=0
 
-$PY -m pip install --quiet --no-deps --no-build-isolation -e . >"$OUT/pip-install.log" 2>&1 \
-  || echo "(pip install -e . failed, see pip-install.log; using PYTHONPATH=$PWD instead)"
+$PY -m pip install --quiet --no-deps --no-build-isolation -e . >>"$LOG" 2>&1 \
+  || echo "(pip install -e . failed, see run.log; using PYTHONPATH=$PWD instead)"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv \
-  | tee "$OUT/nvidia-smi.csv"
+  | tee -a "$LOG"
 $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"
 
 echo "== ceilings (bf16 matmul 8192^3, device copy) =="
-timeout 45 $PY - <<'PY' | tee "$OUT/ceilings.txt"
+timeout 45 $PY - <<'PY' | tee -a "$LOG"
 import json, os, torch
 from triton.testing import do_bench
 a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16); b = torch.randn_like(a)
@@ -41,16 +44,16 @@ echo "== kernel tests on CUDA (one config per shape: ATTNLIB_FLASH_AUTOTUNE=0) =
 tests=$(ls tests/test_kernels_*.py 2>/dev/null)
 ATTNLIB_FLASH_AUTOTUNE=0 timeout 130 $PY -m pytest -q -p no:cacheprovider $tests tests/test_kernel_labs_agree.py \
   tests/test_bench_harness.py \
-  2>&1 | tee "$OUT/pytest.log" | tail -25
-[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "KERNEL TESTS FAILED (see pytest.log)"; status=1; }
+  2>&1 | tee -a "$LOG" | tail -25
+[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "KERNEL TESTS FAILED (see run.log)"; status=1; }
 
 echo "== benchmark (after $(( $(date +%s) - start )) s) =="
-timeout 300 $PY -m attnlib.bench --suite all --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -60
-[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "BENCHMARK FAILED OR TIMED OUT (see bench.log)"; status=1; }
+timeout 300 $PY -m attnlib.bench --suite all --out "$OUT" 2>&1 | tee -a "$LOG" | tail -60
+[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "BENCHMARK FAILED OR TIMED OUT (see run.log)"; status=1; }
 if [ $(( $(date +%s) - start )) -lt 360 ]; then
   echo "== kernel labs 15-17 on the GPU (every code cell, GPU timing cells included) =="
   # The image has no jupyter/nbval: run the MyST code cells in order in one namespace.
-  ATTN_FAST=1 timeout 110 $PY - <<'PY' 2>&1 | tee "$OUT/labs.log" | tail -30
+  ATTN_FAST=1 timeout 110 $PY - <<'PY' 2>&1 | tee -a "$LOG" | tail -30
 import linecache, re, sys, time, traceback
 import matplotlib
 matplotlib.use("Agg")
