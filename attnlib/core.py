@@ -29,11 +29,11 @@ import torch
 from .masks import causal_mask
 from .validation import check_mask, check_positive_int, check_qkv, resolve_scale
 
-__all__ = ["masked_softmax", "scaled_dot_product_attention", "chunked_attention"]
+__all__ = ["compute_dtype", "combine_masks", "masked_softmax", "scaled_dot_product_attention", "chunked_attention"]
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float16/bfloat16 are upcast to float32 for the scores and the softmax."""
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype scores and softmax are computed in: float16/bfloat16 are upcast to float32."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
@@ -52,7 +52,8 @@ def masked_softmax(scores: torch.Tensor, mask: Optional[torch.Tensor] = None, di
     return torch.softmax(scores, dim=dim) * any_allowed
 
 
-def _combined_mask(mask, causal: bool, lq: int, lk: int, device) -> Optional[torch.Tensor]:
+def combine_masks(mask, causal: bool, lq: int, lk: int, device) -> Optional[torch.Tensor]:
+    """Validate ``mask`` (or None) and AND it with the bottom-right causal mask when ``causal``."""
     if mask is not None:
         check_mask(mask, lq, lk)
     if causal:
@@ -88,9 +89,9 @@ def scaled_dot_product_attention(
     check_qkv(q, k, v)
     lq, lk = q.shape[-2], k.shape[-2]
     scale = resolve_scale(scale, q.shape[-1])
-    mask = _combined_mask(mask, causal, lq, lk, q.device)
+    mask = combine_masks(mask, causal, lq, lk, q.device)
 
-    ct = _compute_dtype(q.dtype)
+    ct = compute_dtype(q.dtype)
     scores = (q.to(ct) @ k.to(ct).transpose(-2, -1)) * scale  # (..., Lq, Lk)
     weights = masked_softmax(scores, mask, dim=-1)  # (..., Lq, Lk), rows sum to 1 (or 0)
     out = (weights @ v.to(ct)).to(q.dtype)  # (..., Lq, dv)
@@ -123,7 +124,7 @@ def chunked_attention(
     check_positive_int(chunk_size, "chunk_size")
     lq, lk = q.shape[-2], k.shape[-2]
     scale = resolve_scale(scale, q.shape[-1])
-    ct = _compute_dtype(q.dtype)
+    ct = compute_dtype(q.dtype)
     q_, k_, v_ = q.to(ct), k.to(ct), v.to(ct)
 
     batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])

@@ -51,8 +51,9 @@ from typing import Callable, Optional, Union
 
 import torch
 
-from .masks import causal_mask
-from .validation import check_mask, check_positive_int, check_qkv, check_tensor, resolve_scale
+from .core import combine_masks
+from .core import compute_dtype as _compute_dtype
+from .validation import check_positive_int, check_qkv, check_tensor, resolve_scale
 
 __all__ = [
     "softmax",
@@ -77,10 +78,6 @@ def _check_dim(x: torch.Tensor, dim: int) -> int:
     if not -x.dim() <= dim < x.dim():
         raise ValueError(f"dim must lie in [{-x.dim()}, {x.dim()}) for x of shape {tuple(x.shape)}, got {dim}")
     return dim % x.dim()
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _prepare(x, dim: int, name: str = "x") -> tuple[torch.Tensor, int]:
@@ -361,11 +358,7 @@ def normalized_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
     check_qkv(q, k, v)
     lq, lk = q.shape[-2], k.shape[-2]
     scale = resolve_scale(scale, q.shape[-1])
-    if mask is not None:
-        check_mask(mask, lq, lk)
-    if causal:
-        c = causal_mask(lq, lk, device=q.device)
-        mask = c if mask is None else mask & c
+    mask = combine_masks(mask, causal, lq, lk, q.device)
     ct = _compute_dtype(q.dtype)
     scores = (q.to(ct) @ k.to(ct).transpose(-2, -1)) * scale  # (..., Lq, Lk)
     if mask is not None:

@@ -37,7 +37,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .core import masked_softmax
+from .core import combine_masks, masked_softmax
 from .masks import causal_mask
 from .validation import check_mask, check_positive_int, check_qkv, check_tensor, resolve_scale
 
@@ -241,11 +241,7 @@ def shaw_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_k: tor
                              f"got {tuple(rel_v.shape)}")
     lq, lk = q.shape[-2], k.shape[-2]
     scale = resolve_scale(scale, q.shape[-1])
-    if mask is not None:
-        check_mask(mask, lq, lk)
-    if causal:
-        c = causal_mask(lq, lk, device=q.device)
-        mask = c if mask is None else mask & c
+    mask = combine_masks(mask, causal, lq, lk, q.device)
 
     scores = q @ k.transpose(-2, -1)  # (..., Lq, Lk) content term
     if big_k == 0:

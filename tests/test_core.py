@@ -1,6 +1,5 @@
 """attnlib.core against torch's scaled_dot_product_attention, float64 gradcheck and its properties."""
 
-import math
 
 import pytest
 import torch

@@ -5,7 +5,6 @@ The book executes the labs too; exercise and check cells carry the tag
 fall back on attnlib's reference) must run without error.
 """
 
-import os
 
 import nbformat
 import pytest
