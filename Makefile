@@ -38,7 +38,7 @@ test-fast: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 book: $(STAMP)
-	MPLBACKEND=Agg $(BIN)/jupyter-book build . --builder html
+	env -u MPLBACKEND $(BIN)/jupyter-book build . --builder html  # the inline backend draws the figures
 	@echo
 	@echo "The site is built: open file://$(CURDIR)/_build/html/index.html"
 

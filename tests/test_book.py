@@ -19,3 +19,24 @@ def test_book_builds_without_warnings(tmp_path):
     page = (html / "chapters" / "01_attention_as_lookup.html").read_text(encoding="utf-8")
     assert "Effective Approaches to Attention-based Neural Machine Translation" in page  # the rendered bibliography
     assert "colab.research.google.com" in page  # the launch button
+
+
+@pytest.mark.slow
+def test_figures_render_when_executed_as_the_book_does(monkeypatch):
+    """`make book` executes notebooks with matplotlib's inline backend: figures become image outputs.
+
+    (With MPLBACKEND=Agg, as the test run uses, ``plt.show()`` would draw nothing and the
+    site would have no figures.)
+    """
+    import nbformat
+    from helpers import ROOT
+    from nbclient import NotebookClient
+
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    nb = nbformat.read(ROOT / "chapters" / "01_attention_as_lookup.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3").execute()
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 2, "chapter 01 should show its figures"
+    makefile = (ROOT / "Makefile").read_text()
+    book_recipe = makefile.split("\nbook:")[1].split("\n\n")[0]
+    assert "MPLBACKEND=Agg" not in book_recipe
