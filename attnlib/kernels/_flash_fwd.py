@@ -30,6 +30,33 @@ from ._flash_config import fwd_configs, prune_configs
 
 
 @triton.jit
+def online_softmax_step(acc, l_i, m_i, q, k, v, cols, offs_m, qk_scale, LK, DIAG_OFFSET,
+                        CAUSAL: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr):
+    """Fold one key tile ``(k, v)`` (key indices ``cols``) into the running (acc, l_i, m_i).
+
+    ``MASKED`` tiles (on the causal diagonal or at the ragged end of the keys) get the mask
+    arithmetic; every other tile skips it. Shared by the pointer and the descriptor kernels.
+    """
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N) scores in log2 units
+    if MASKED:
+        allowed = cols[None, :] < LK
+        if CAUSAL:
+            allowed = allowed & (cols[None, :] <= offs_m[:, None] + DIAG_OFFSET)
+        s = tl.where(allowed, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # A row that has seen only masked keys keeps m = -inf: shift it by 0 instead.
+        m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+    else:
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_shift = m_new
+    p = tl.math.exp2(s - m_shift[:, None])  # exactly 0 at masked keys
+    alpha = tl.math.exp2(m_i - m_shift)  # rescales the old sums; 0 while m_i = -inf
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+    return acc, l_i, m_new
+
+
+@triton.jit
 def _fwd_inner(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, start, stop,
                offs_m, offs_n, offs_d, qk_scale, LK, HEAD_DIM, DIAG_OFFSET,
                CAUSAL: tl.constexpr, MASKED: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr,
@@ -50,23 +77,8 @@ def _fwd_inner(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, start, st
             else:
                 k = tl.load(k_ptrs + start_n * stride_kn, mask=kv_mask, other=0.0)
                 v = tl.load(v_ptrs + start_n * stride_vn, mask=kv_mask, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N) scores in log2 units
-        if MASKED:
-            allowed = cols[None, :] < LK
-            if CAUSAL:
-                allowed = allowed & (cols[None, :] <= offs_m[:, None] + DIAG_OFFSET)
-            s = tl.where(allowed, s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            # A row that has seen only masked keys keeps m = -inf: shift it by 0 instead.
-            m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
-        else:
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            m_shift = m_new
-        p = tl.math.exp2(s - m_shift[:, None])  # exactly 0 at masked keys
-        alpha = tl.math.exp2(m_i - m_shift)  # rescales the old sums; 0 while m_i = -inf
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+        acc, l_i, m_i = online_softmax_step(acc, l_i, m_i, q, k, v, cols, offs_m, qk_scale, LK, DIAG_OFFSET,
+                                            CAUSAL, MASKED, PRECISION)
     return acc, l_i, m_i
 
 

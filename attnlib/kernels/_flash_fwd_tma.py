@@ -22,6 +22,7 @@ import triton
 import triton.language as tl
 
 from ._flash_config import fwd_configs, prune_configs
+from ._flash_fwd import online_softmax_step
 
 try:  # public since Triton 3.4; older Tritons simply never take this path
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -36,23 +37,8 @@ def _tma_inner(acc, l_i, m_i, q, k_desc, v_desc, off_kh, start, stop, offs_m, of
     for start_n in range(start, stop, BLOCK_N):
         k = k_desc.load([off_kh, start_n, 0]).reshape([BLOCK_N, BLOCK_D])  # rows past LK arrive as zeros
         v = v_desc.load([off_kh, start_n, 0]).reshape([BLOCK_N, BLOCK_D])
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        if MASKED:
-            cols = start_n + offs_n
-            allowed = cols[None, :] < LK
-            if CAUSAL:
-                allowed = allowed & (cols[None, :] <= offs_m[:, None] + DIAG_OFFSET)
-            s = tl.where(allowed, s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
-        else:
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            m_shift = m_new
-        p = tl.math.exp2(s - m_shift[:, None])
-        alpha = tl.math.exp2(m_i - m_shift)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+        acc, l_i, m_i = online_softmax_step(acc, l_i, m_i, q, k, v, start_n + offs_n, offs_m, qk_scale, LK,
+                                            DIAG_OFFSET, CAUSAL, MASKED, PRECISION)
     return acc, l_i, m_i
 
 
