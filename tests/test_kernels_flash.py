@@ -100,6 +100,14 @@ def test_matches_reference_float32(case):
     _check(*case, dtype=torch.float32, seed=sum(case[:6]))
 
 
+def test_causal_offset_at_every_tile_residue():
+    """Lk - Lq runs over every residue of a key tile (the CPU interpreter uses 16x16 tiles), so
+    an off-by-one in the rule that sorts key tiles into unmasked / masked / skipped shows up:
+    a tile wrongly called "unmasked" leaks a future key, one wrongly skipped loses a visible one."""
+    for offset in range(0, 18):
+        _check(1, 1, 1, 20, 20 + offset, 16, True, dtype=torch.float32, seed=offset, grads=offset % 3 == 0)
+
+
 @pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[5]], ids=["odd_causal", "fully_masked_rows", "gqa"])
 def test_matches_reference_float16(case):
     _check(*case, dtype=torch.float16, seed=7 + sum(case[:6]))

@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from ._flash_config import bwd_dkdv_configs, bwd_dq_configs, prune_configs
+from ._flash_fwd import key_tile_range
 
 
 @triton.jit(do_not_specialize=["LQ"])
@@ -187,13 +188,7 @@ def _flash_bwd_dq_kernel(
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
     diag = LK - LQ
-    if CAUSAL:
-        hi = tl.minimum(tl.maximum((start_m + 1) * BLOCK_M + diag, 0), LK)
-        full = tl.minimum(tl.maximum(start_m * BLOCK_M + diag + 1, 0), LK)
-    else:
-        hi = LK
-        full = LK
-    full = (full // BLOCK_N) * BLOCK_N
+    full, hi = key_tile_range(start_m, diag, LK, CAUSAL, BLOCK_M, BLOCK_N)
     dq = _dq_inner(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, 0, full,
                    offs_m, offs_n, offs_d, qk_scale, LK, HEAD_DIM, diag, CAUSAL, False, BLOCK_N, PRECISION)
     dq = _dq_inner(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, full, hi,

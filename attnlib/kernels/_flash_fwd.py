@@ -30,6 +30,21 @@ from ._flash_config import fwd_configs, prune_configs
 
 
 @triton.jit
+def key_tile_range(start_m, diag, LK, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Key ranges for query tile ``start_m`` (``diag = LK - LQ``): ``[0, full)`` is seen by every
+    row of the tile (whole ``BLOCK_N`` blocks, no mask arithmetic), ``[full, hi)`` needs the
+    causal/edge mask, and keys from ``hi`` on are in every row's future (skipped)."""
+    if CAUSAL:
+        # keys this tile's last row may see, and keys its first row sees (all rows see those)
+        hi = tl.minimum(tl.maximum((start_m + 1) * BLOCK_M + diag, 0), LK)
+        full = tl.minimum(tl.maximum(start_m * BLOCK_M + diag + 1, 0), LK)
+    else:
+        hi = LK
+        full = LK
+    return (full // BLOCK_N) * BLOCK_N, hi
+
+
+@triton.jit
 def online_softmax_step(acc, l_i, m_i, q, k, v, cols, offs_m, qk_scale, LK, DIAG_OFFSET,
                         CAUSAL: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr):
     """Fold one key tile ``(k, v)`` (key indices ``cols``) into the running (acc, l_i, m_i).
@@ -115,14 +130,7 @@ def _flash_fwd_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
     diag = LK - LQ  # query i sees key j iff j <= i + diag (bottom-right alignment)
-    if CAUSAL:
-        # keys this tile's last row may see, and keys its first row sees (all rows see those)
-        hi = tl.minimum(tl.maximum((start_m + 1) * BLOCK_M + diag, 0), LK)
-        full = tl.minimum(tl.maximum(start_m * BLOCK_M + diag + 1, 0), LK)
-    else:
-        hi = LK
-        full = LK
-    full = (full // BLOCK_N) * BLOCK_N  # whole blocks every row sees: no mask arithmetic
+    full, hi = key_tile_range(start_m, diag, LK, CAUSAL, BLOCK_M, BLOCK_N)
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, 0, full,
                                offs_m, offs_n, offs_d, qk_scale, LK, HEAD_DIM, diag,
                                CAUSAL, False, BLOCK_N, EVEN_D, PRECISION)

@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from ._flash_config import fwd_configs, prune_configs
-from ._flash_fwd import online_softmax_step
+from ._flash_fwd import key_tile_range, online_softmax_step
 
 try:  # public since Triton 3.4; older Tritons simply never take this path
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -62,13 +62,7 @@ def _flash_fwd_tma_kernel(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     diag = LK - LQ
-    if CAUSAL:
-        hi = tl.minimum(tl.maximum((start_m + 1) * BLOCK_M + diag, 0), LK)
-        full = tl.minimum(tl.maximum(start_m * BLOCK_M + diag + 1, 0), LK)
-    else:
-        hi = LK
-        full = LK
-    full = (full // BLOCK_N) * BLOCK_N
+    full, hi = key_tile_range(start_m, diag, LK, CAUSAL, BLOCK_M, BLOCK_N)
     acc, l_i, m_i = _tma_inner(acc, l_i, m_i, q, k_desc, v_desc, off_kh, 0, full, offs_m, offs_n, qk_scale, LK,
                                diag, CAUSAL, False, BLOCK_N, BLOCK_D, PRECISION)
     acc, l_i, m_i = _tma_inner(acc, l_i, m_i, q, k_desc, v_desc, off_kh, full, hi, offs_m, offs_n, qk_scale, LK,
