@@ -12,11 +12,12 @@ PYTEST_ARGS ?=
 BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.installed
 
-.PHONY: help venv test test-fast book lab labs sync check-sync grade clean
+.PHONY: help venv test test-fast test-triton-compat book lab labs sync check-sync grade clean
 
 help:
 	@echo "make book   - install into $(VENV), execute every notebook, build the site into _build/html"
 	@echo "make test   - install into $(VENV) if needed, run pytest (attnlib, tools, pairing, book, nbval)"
+	@echo "make test-triton-compat - the kernel tests under Triton 3.6 (Colab's) in a venv of their own"
 	@echo "make lab    - start JupyterLab"
 	@echo "make labs   - regenerate labs/ from solutions/"
 	@echo "make sync   - regenerate every .ipynb from its paired .md"
@@ -36,6 +37,20 @@ test: $(STAMP)
 # The library and tool tests only: no notebook execution, no book build.
 test-fast: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The kernel tests and the kernel labs' code cells again under the Triton that Colab and the course's GPU image carry (3.6, in its
+# CPU interpreter here) with the newest NumPy: the kernels must run there as well as on the newest
+# Triton. Own venv; without a GPU use a CPU torch: make test-triton-compat TORCH_SPEC=torch==2.13.0
+COMPAT_VENV   ?= .venv-triton-compat
+COMPAT_TRITON ?= triton==3.6.0
+test-triton-compat:
+	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)" "$(COMPAT_TRITON)" numpy matplotlib tqdm pytest hypothesis
+	$(COMPAT_VENV)/bin/python -c "import numpy, torch, triton; print('compat run: torch', torch.__version__, 'triton', triton.__version__, 'numpy', numpy.__version__)"
+	PYTHONPATH=$(CURDIR) MPLBACKEND=Agg $(COMPAT_VENV)/bin/python -m pytest -p no:cacheprovider -o addopts=-ra \
+		tests/test_kernels_*.py tests/test_bench_harness.py
+	PYTHONPATH=$(CURDIR) MPLBACKEND=Agg TRITON_INTERPRET=1 $(COMPAT_VENV)/bin/python tools/run_md_cells.py \
+		solutions/lab1[5-8]_*.md chapters/08_gpu_profiling.md
 
 book: $(STAMP)
 	env -u MPLBACKEND $(BIN)/jupyter-book build . --builder html  # the inline backend draws the figures

@@ -9,6 +9,7 @@ from helpers import ROOT
 
 import make_labs
 import notebooks
+import run_md_cells
 import sync
 
 
@@ -100,3 +101,48 @@ def test_sync_detects_drift_missing_twins_and_orphans(tmp_path):
     assert any("differs from" in p for p in sync.problems(tmp_path))
     (tmp_path / "labs" / "orphan.ipynb").write_text("{}")
     assert any("orphan.ipynb has no .md source" in p for p in sync.problems(tmp_path))
+
+
+MYST = """---
+jupytext:
+  text_representation: {extension: .md, format_name: myst}
+---
+# A page
+
+```{code-cell} ipython3
+---
+tags: [setup]
+---
+%pip install nothing
+import sys
+total = 1
+```
+
+Prose with a fence that is not a cell:
+
+```python
+total = 1000
+```
+
+```{code-cell} ipython3
+def add(x):
+    return x + total
+assert sys.modules["__main__"].add is add  # cells run in a real __main__ module
+total = add(2)
+```
+"""
+
+
+def test_run_md_cells_runs_code_cells_in_order_and_reports_the_failing_one(tmp_path, capsys):
+    """The GPU image has no Jupyter: tools/run_md_cells.py runs a MyST notebook's code cells there."""
+    cells = run_md_cells.code_cells(MYST)
+    assert len(cells) == 2 and cells[0].startswith("pass\nimport sys")
+    good = tmp_path / "good.md"
+    good.write_text(MYST + "\n```{code-cell} ipython3\nassert total == 3, total\n```\n")
+    bad = tmp_path / "bad.md"
+    bad.write_text(MYST + "\n```{code-cell} ipython3\nassert total == 4, 'total is ' + str(total)\n```\n")
+    assert run_md_cells.main([str(good)]) == 0
+    assert run_md_cells.main([str(bad), str(good)]) == 1
+    out = capsys.readouterr().out
+    assert "good: all 3 code cells ran" in out
+    assert "bad: cell 2 of 3 FAILED" in out and "total is 3" in out

@@ -21,6 +21,9 @@ import os
 
 import triton
 
+from ._interpreter_compat import patch_interpreter
+
+patch_interpreter()  # Triton < 3.7's interpreter with NumPy >= 2.4 (see the module)
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 AUTOTUNE = os.environ.get("ATTNLIB_FLASH_AUTOTUNE", "1") not in ("", "0")
 

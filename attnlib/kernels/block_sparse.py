@@ -43,6 +43,9 @@ import triton
 import triton.language as tl
 
 from ..validation import check_positive_int, check_qkv, resolve_scale
+from ._interpreter_compat import patch_interpreter
+
+patch_interpreter()  # Triton < 3.7's interpreter with NumPy >= 2.4 (see the module)
 
 __all__ = [
     "block_sparse_attention",

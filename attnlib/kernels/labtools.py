@@ -7,6 +7,9 @@ compiler rejects the ``raise`` statement with a ``CompilationError``.
 :func:`exercise_launcher` turns both back into ``NotImplementedError``, so that
 :func:`attnlib.checks.yours_or_reference` can fall back on the reference and a
 check cell says which exercise is unfinished.
+
+Importing this module under ``TRITON_INTERPRET=1`` also lets the interpreter of Triton < 3.7
+run the labs' loops on NumPy >= 2.4 (see :mod:`attnlib.kernels._interpreter_compat`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ import os
 import re
 
 import torch
+
+from ._interpreter_compat import patch_interpreter
+
+patch_interpreter()
 
 __all__ = ["exercise_launcher", "interpreting", "kernel_device"]
 
