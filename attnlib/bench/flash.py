@@ -120,6 +120,13 @@ def check_correctness(device="cuda", dtype=torch.bfloat16, head_dims=(64, 128),
 def time_shape(shape: dict, impls=IMPLS, *, warmup: int = 25, rep: int = 100, device="cuda",
                dtype=torch.bfloat16, timer=bench_ms) -> list[dict]:
     """Rows of ms and TFLOP/s, forward and forward+backward, for each implementation at one shape."""
+    rows = _measure(shape, impls, warmup, rep, device, dtype, timer)
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()  # this shape's tensors are gone: give their memory back before the next
+    return rows
+
+
+def _measure(shape, impls, warmup, rep, device, dtype, timer) -> list[dict]:
     b, h, n, d, causal = shape["batch"], shape["heads"], shape["seq_len"], shape["head_dim"], shape["causal"]
     gen = torch.Generator(device=device).manual_seed(n + d)
     q, k, v = (torch.randn(b, h, n, d, device=device, dtype=dtype, generator=gen).requires_grad_()
@@ -156,9 +163,6 @@ def time_shape(shape: dict, impls=IMPLS, *, warmup: int = 25, rep: int = 100, de
                 for row in rows:
                     if row["impl"] == ours:
                         row["rel_error_vs_" + name] = err
-    del q, k, v, dout, outputs
-    if torch.device(device).type == "cuda":
-        torch.cuda.empty_cache()
     return rows
 
 

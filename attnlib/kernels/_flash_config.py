@@ -42,7 +42,7 @@ def _configs(space):
 def fwd_configs():
     """Forward: a query tile of BLOCK_M rows stays in registers; K/V tiles of BLOCK_N stream past."""
     return _configs([
-        (128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3),
+        (128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (64, 64, 4, 3),
         (64, 32, 4, 2),  # fallback: used only where no other fits (head dims above 128)
     ])
 

@@ -1,0 +1,56 @@
+"""The autotuning search spaces and their pruning, as a GPU would see them (checked on the CPU).
+
+On a GPU, a configuration whose tiles overflow shared memory fails to compile (or spills
+registers): pruning must drop those for the head dim at hand and keep the rest, and always
+leave at least the fallback.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("triton")
+from attnlib.kernels import _flash_config as cfg  # noqa: E402
+
+H200_SHARED = 232448  # bytes per block with opt-in on compute capability 9.0 (227 KiB)
+
+
+@pytest.fixture
+def as_on_h200(monkeypatch):
+    monkeypatch.setattr(cfg, "INTERPRET", False)
+    monkeypatch.setattr(cfg, "AUTOTUNE", True)
+    monkeypatch.setattr(cfg, "_shared_memory_budget", lambda: H200_SHARED)
+
+
+def _tiles(configs):
+    return {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in configs}
+
+
+def test_forward_space_for_each_head_dim(as_on_h200):
+    space = cfg.fwd_configs()
+    kept = {d: _tiles(cfg.prune_configs(space, {"BLOCK_D": d})) for d in (64, 128, 256)}
+    assert (128, 128, 8, 3) in kept[64] and (128, 128, 8, 2) in kept[64]
+    # D=128: three stages of 128x128 K and V tiles (229 KiB by the estimate) do not fit, two do
+    assert (128, 128, 8, 2) in kept[128] and (128, 128, 8, 3) not in kept[128]
+    assert (128, 64, 8, 3) in kept[128]
+    assert kept[256] and all(bm * 256 / (32 * w) <= 128 for bm, bn, w, s in kept[256])
+    assert (64, 32, 4, 2) not in kept[64]  # the fallback only when nothing else fits
+
+
+@pytest.mark.parametrize("space", ["fwd_configs", "bwd_dkdv_configs", "bwd_dq_configs"])
+def test_every_space_keeps_something_within_budget(as_on_h200, space):
+    configs = getattr(cfg, space)()
+    for d in (16, 32, 64, 128, 256):
+        kept = cfg.prune_configs(configs, {"BLOCK_D": d})
+        assert kept, (space, d)
+        for c in kept:
+            bm, bn, s = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_stages
+            fits = 2 * d * (max(bm, bn) + 2 * s * min(bm, bn)) <= 0.85 * H200_SHARED
+            assert fits or c is configs[-1], (space, d, c)
+
+
+def test_without_autotuning_one_config_is_kept(as_on_h200, monkeypatch):
+    monkeypatch.setattr(cfg, "AUTOTUNE", False)
+    configs = cfg.fwd_configs()
+    assert len(configs) == 2  # the default and the fallback: compile one, not six
+    assert len(cfg.prune_configs(configs, {"BLOCK_D": 128})) == 1
