@@ -1,5 +1,6 @@
 """pyproject.toml and environment.yml agree, and the wheel ships attnlib only."""
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -35,8 +36,12 @@ def test_environment_yml_lists_the_same_packages_as_pyproject():
 
 @pytest.mark.slow
 def test_wheel_contains_attnlib_only(tmp_path):
+    # Build from a copy of the working tree: setuptools writes build/ and *.egg-info beside the sources.
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "_build", "build", "dist", "*.egg-info", ".jupyter_cache", "__pycache__", "bench-out"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+                    str(tmp_path), str(source)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("attnlib-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}

@@ -146,3 +146,30 @@ def test_run_md_cells_runs_code_cells_in_order_and_reports_the_failing_one(tmp_p
     out = capsys.readouterr().out
     assert "good: all 3 code cells ran" in out
     assert "bad: cell 2 of 3 FAILED" in out and "total is 3" in out
+
+
+@pytest.mark.slow
+def test_set_repo_url_rewrites_config_sources_twins_and_labs(tmp_path):
+    """tools/set_repo_url.py on a copy of the course: every place that names the repository follows."""
+    import subprocess
+    import sys
+
+    copy = tmp_path / "course"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "_build", "build", "*.egg-info", ".jupyter_cache", "__pycache__", "bench-out"))
+    url = "https://github.com/example-org/attention-course-fork"
+    assert subprocess.run([sys.executable, "tools/set_repo_url.py", "not-a-url"], cwd=copy,
+                          capture_output=True).returncode == 2
+    done = subprocess.run([sys.executable, "tools/set_repo_url.py", url + "/"], cwd=copy, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"  url: {url}\n" in (copy / "_config.yml").read_text()
+    sources = sorted(copy.glob("chapters/*.md")) + sorted(copy.glob("solutions/*.md"))
+    generated = sorted(copy.glob("*/*.ipynb")) + sorted(copy.glob("labs/*.md"))
+    installs = [p for p in sources + generated if "attnlib @ git+" in p.read_text()]
+    assert len(installs) >= len(sources) and len(generated) > len(sources)
+    for path in installs:
+        assert f"attnlib @ git+{url}" in path.read_text(), path
+        assert "attention-course/attention-from-theory-to-triton" not in path.read_text(), path
+    check = subprocess.run([sys.executable, "tools/sync.py", "--check"], cwd=copy, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
