@@ -54,3 +54,19 @@ def test_without_autotuning_one_config_is_kept(as_on_h200, monkeypatch):
     configs = cfg.fwd_configs()
     assert len(configs) == 2  # the default and the fallback: compile one, not six
     assert len(cfg.prune_configs(configs, {"BLOCK_D": 128})) == 1
+
+
+def test_float32_inputs_get_smaller_tiles(as_on_h200):
+    """fp32 tiles take twice the bytes (and multiply without tensor cores): pruning sees the dtype."""
+    import torch
+
+    space = cfg.fwd_configs()
+    half = _tiles(cfg.prune_configs(space, {"Q": torch.empty(1, dtype=torch.bfloat16), "BLOCK_D": 128}))
+    full = _tiles(cfg.prune_configs(space, {"Q": torch.empty(1, dtype=torch.float32), "BLOCK_D": 128}))
+    assert full < half or (full == {(64, 32, 4, 2)} and (64, 32, 4, 2) not in half)
+    assert all(4 * 128 * (max(bm, bn) + 2 * s * min(bm, bn)) <= 0.85 * H200_SHARED for bm, bn, w, s in full)
+
+    class Descriptor:  # the TMA kernel's arguments are tensor descriptors: their .base is the tensor
+        base = torch.empty(1, dtype=torch.float32)
+
+    assert _tiles(cfg.prune_configs(space, {"q_desc": Descriptor(), "BLOCK_D": 128})) == full

@@ -48,17 +48,23 @@ def fwd_configs():
 
 
 def bwd_dkdv_configs():
-    """dK/dV: a key tile of BLOCK_N rows stays; query tiles of BLOCK_M stream past."""
+    """dK/dV: a key tile of BLOCK_N rows stays; query tiles of BLOCK_M stream past.
+
+    Two fp32 accumulators (dK, dV) of BLOCK_N x D stay in registers with the K and V tiles, so
+    this kernel spills first: at D=128 on sm_90 only the narrow query tiles (16 rows) compile
+    without spills under both Triton 3.6 and 3.9 (``tools/compile_kernels.py``), so they come
+    first (the configuration used without autotuning); autotuning still tries the wider ones.
+    """
     return _configs([
-        (64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 2),
-        (32, 32, 4, 2),  # fallback
+        (16, 128, 8, 3), (16, 128, 8, 2), (32, 64, 8, 3), (32, 128, 8, 3), (64, 128, 8, 3), (64, 64, 8, 3),
+        (32, 32, 8, 2),  # fallback
     ])
 
 
 def bwd_dq_configs():
     """dQ: a query tile of BLOCK_M rows stays; key tiles of BLOCK_N stream past."""
     return _configs([
-        (128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2),
+        (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 2),
         (32, 32, 4, 2),  # fallback
     ])
 
@@ -74,24 +80,37 @@ def _shared_memory_budget() -> int:
         return 96 * 1024
 
 
-def prune_configs(configs, named_args, **kwargs):
-    """Drop configurations whose tiles do not fit the padded head dimension ``BLOCK_D``.
+def _element_size(args) -> int:
+    """Bytes per input element: of the first tensor argument (or a tensor descriptor's tensor)."""
+    for value in args.values():
+        tensor = getattr(value, "base", value)  # TensorDescriptor.base is the tensor it describes
+        if hasattr(tensor, "element_size"):
+            return int(tensor.element_size())
+    return 2
 
-    Estimate: the resident tile (BLOCK_M or BLOCK_N rows) plus ``num_stages`` copies of the
-    two streamed tiles, 2 bytes per element, must fit in 85% of the shared memory; the fp32 accumulator
-    (rows x BLOCK_D) must stay at most 128 registers per thread. The last configuration of each
-    list is a small fallback, used only when none of the others fits. Each configuration is
-    compiled separately, so fewer candidates also means a faster first call.
+
+def prune_configs(configs, named_args, **kwargs):
+    """Drop configurations whose tiles do not fit the padded head dimension ``BLOCK_D`` and dtype.
+
+    Estimate, with ``e`` bytes per input element (2 for fp16/bf16, 4 for fp32): the resident
+    tile (BLOCK_M or BLOCK_N rows) plus ``num_stages`` copies of the two streamed tiles must fit
+    in 85% of the shared memory, and the resident tile's accumulator (rows x BLOCK_D, scaled by
+    ``e / 2``: fp32 inputs also multiply without tensor cores) must stay at most 128 registers
+    per thread. The last configuration of each list is a small fallback, used only when none
+    of the others fits. Each configuration is compiled separately, so fewer candidates also
+    means a faster first call. ``tools/compile_kernels.py`` checks the estimate against what
+    the compiler really allocates for an H100/H200.
     """
     args = {**named_args, **kwargs}
     block_d = int(args.get("BLOCK_D", 64))
+    elem = _element_size(args)
     budget = _shared_memory_budget()
     kept = []
     for c in configs[:-1] if len(configs) > 1 else configs:
         bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
         stages = max(c.num_stages, 1)
-        smem = 2 * block_d * (max(bm, bn) + 2 * stages * min(bm, bn))
-        regs_per_thread = max(bm, bn) * block_d / (32 * c.num_warps)
+        smem = elem * block_d * (max(bm, bn) + 2 * stages * min(bm, bn))
+        regs_per_thread = max(bm, bn) * block_d * (elem / 2) / (32 * c.num_warps)
         if smem <= 0.85 * budget and regs_per_thread <= 128:  # a margin: the estimate is rough
             kept.append(c)
     if not kept:

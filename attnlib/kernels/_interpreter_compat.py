@@ -15,7 +15,12 @@ from __future__ import annotations
 import os
 import re
 
-__all__ = ["patch_interpreter"]
+__all__ = ["interpreting", "patch_interpreter"]
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET`` set, not "0")."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _version(text: str) -> tuple:
@@ -33,7 +38,7 @@ def patch_interpreter() -> bool:
     Idempotent. Imports Triton only when ``TRITON_INTERPRET`` is set, so calling it never
     decides the interpreter setting for a later ``import triton``.
     """
-    if os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+    if not interpreting():
         return False
     try:
         import triton

@@ -43,7 +43,7 @@ import triton
 import triton.language as tl
 
 from ..validation import check_positive_int, check_qkv, resolve_scale
-from ._interpreter_compat import patch_interpreter
+from ._interpreter_compat import interpreting, patch_interpreter
 
 patch_interpreter()  # Triton < 3.7's interpreter with NumPy >= 2.4 (see the module)
 
@@ -349,7 +349,7 @@ def block_sparse_attention(
     kv_num, kv_idx = kv_num.expand(bsz, heads, nqb), kv_idx.expand(bsz, heads, nqb, nkb)
     docs = document_ids.to(torch.int32) if document_ids is not None else kv_num  # kv_num: unused placeholder
     docs_strides = docs.stride() if document_ids is not None else (0, 0)
-    on_gpu = q.device.type == "cuda"
+    on_gpu = not interpreting()  # compiled for a GPU: its tile sizes and launch options
     extra = {"num_warps": 4 if block_size <= 64 else 8, "num_stages": 3} if on_gpu else {}
 
     _block_sparse_fwd_kernel[(nqb, bsz * heads)](

@@ -43,7 +43,7 @@ import triton
 import triton.language as tl
 
 from ..validation import check_positive_int, check_tensor, resolve_scale
-from ._interpreter_compat import patch_interpreter
+from ._interpreter_compat import interpreting, patch_interpreter
 
 patch_interpreter()  # Triton < 3.7's interpreter with NumPy >= 2.4 (see the module)
 
@@ -249,7 +249,7 @@ def flash_decode(
     bsz, hq, lq, d = q.shape
     _, hkv, lmax, dv = v_cache.shape
     scale = resolve_scale(scale, d)
-    on_gpu = q.device.type == "cuda"
+    on_gpu = not interpreting()  # compiled for a GPU: its tile sizes and launch options
     block_n = check_positive_int(block_n, "block_n") if block_n is not None else (64 if on_gpu else 16)
     if block_n < 16 or block_n & (block_n - 1):
         raise ValueError(f"block_n must be a power of two >= 16, got {block_n}")

@@ -15,23 +15,17 @@ run the labs' loops on NumPy >= 2.4 (see :mod:`attnlib.kernels._interpreter_comp
 from __future__ import annotations
 
 import functools
-import os
 import re
 
 import torch
 
-from ._interpreter_compat import patch_interpreter
+from ._interpreter_compat import interpreting, patch_interpreter
 
 patch_interpreter()
 
 __all__ = ["exercise_launcher", "interpreting", "kernel_device"]
 
 _MESSAGE = re.compile(r"NotImplementedError\((['\"])(.*?)\1\)")
-
-
-def interpreting() -> bool:
-    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def kernel_device() -> torch.device:

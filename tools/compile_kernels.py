@@ -1,0 +1,250 @@
+"""Compile every attnlib Triton kernel for a GPU, on a machine without one, and check what it needs.
+
+    python tools/compile_kernels.py [--arch 90] [--quick] [--json report.json] [--all-configs]
+                                    [--cases REGEX] [--no-prune]
+
+Triton compiles ahead of time for a named target (``GPUTarget("cuda", 90, 32)`` is Hopper:
+H100/H200) with no GPU and no driver: Python -> Triton IR -> PTX -> a cubin from the
+``ptxas`` that ships with Triton. This tool calls attnlib's own launch code (the
+FlashAttention forward, portable and tensor-descriptor, and backward; split-KV decoding;
+block-sparse attention) with CPU tensors of the benchmark's shapes, but every launch is
+caught and compiled for the target instead of run; an autotuned kernel is compiled once for
+each configuration its pruning keeps (``--all-configs``: also for those it drops). For
+each compiled kernel it reports shared memory (Triton's allocation, against the target's
+per-block limit), registers per thread and local-memory bytes (register spills), read from
+the cubin by the ``cuobjdump`` that ships with Triton.
+
+It fails (exit status 1) if a kept configuration does not compile, if one needs more
+shared memory than the target has, if a kernel has no configuration that compiles, or
+if every kept configuration of a kernel spills registers in half precision at a head dim
+up to 128 (the autotuner would have no good choice). Other spills are reported: the tiles
+of a large head dim may spill, and float32 (IEEE products without tensor cores) does.
+
+What it cannot tell: speed, and whether results are right (the interpreter tests and
+``tools/gpu_check.sh`` on a real GPU do that). Must run without ``TRITON_INTERPRET``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    sys.exit("compile_kernels.py compiles for a GPU: unset TRITON_INTERPRET")
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource, make_backend  # noqa: E402
+from triton.compiler import compile as triton_compile  # noqa: E402
+from triton.runtime.autotuner import Autotuner  # noqa: E402
+from triton.runtime.jit import JITFunction, create_function_from_signature  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from attnlib.kernels import _flash_config  # noqa: E402
+
+# Shared memory one block may use (opt-in maximum), bytes, by compute capability.
+SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
+_RESOURCES = re.compile(r"Function (\w+):\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
+
+
+class Compiler:
+    """Replaces kernel launches by ahead-of-time compilation for ``target``; collects a row per kernel."""
+
+    def __init__(self, arch: int, all_configs: bool, no_prune: bool = False):
+        self.target = GPUTarget("cuda", arch, 32)
+        self.backend = make_backend(self.target)
+        self.limit = SHARED_LIMIT.get(arch, 101376)
+        self.all_configs = all_configs
+        self.no_prune = no_prune  # treat every configuration as kept (shows what pruning protects from)
+        self.rows: list[dict] = []
+        self.case = ""
+        self.head_dim = 0
+        self.dtype = ""
+        self.cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+
+    # -- the two launch paths Triton has: a plain @triton.jit kernel and an autotuned one --
+    def jit_run(self, fn: JITFunction, *args, grid=None, warmup=False, kept=True, **kwargs):
+        constants = {k: v for k, v in kwargs.items() if k.isupper()}
+        row = {"case": self.case, "kernel": fn.__name__, "kept_by_pruning": kept, "head_dim": self.head_dim,
+               "dtype": self.dtype,
+               "num_warps": kwargs.get("num_warps", 4), "num_stages": kwargs.get("num_stages", 3),
+               **{k: v for k, v in constants.items() if k.startswith("BLOCK") or k in ("CAUSAL", "EVEN_D")}}
+        start = time.perf_counter()
+        try:
+            binder = create_function_from_signature(fn.signature, fn.params, self.backend)
+            bound, specialization, options = binder(*args, **kwargs)
+            options, signature, constexprs, attrs = fn._pack_args(self.backend, kwargs, bound, specialization, options)
+            kernel = triton_compile(ASTSource(fn, signature, constexprs, attrs), target=self.target,
+                                    options=options.__dict__)
+            row.update(self._resources(kernel))
+            row["error"] = None
+        except Exception as e:  # noqa: BLE001 - a failure is a finding, reported with the others
+            row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}"
+        row["compile_s"] = round(time.perf_counter() - start, 2)
+        self.rows.append(row)
+
+    def autotuner_run(self, tuner: Autotuner, *args, **kwargs):
+        nargs = dict(zip(tuner.arg_names, args))
+        meta = {k: v for k, v in kwargs.items() if k not in ("grid", "warmup")}
+        kept = tuner.configs
+        if tuner.early_config_prune and not self.no_prune:
+            kept = tuner.early_config_prune(tuner.configs, nargs, **meta)
+        for config in tuner.configs if self.all_configs else kept:
+            full = {**nargs, **meta, **config.all_kwargs()}
+            if config.pre_hook:
+                config.pre_hook(full)  # e.g. the TMA kernel's descriptor tile shapes
+            self.jit_run(tuner.fn, *args, kept=any(config is c for c in kept), **kwargs, **config.all_kwargs())
+
+    def _resources(self, kernel) -> dict:
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(kernel.asm["cubin"])
+            f.flush()
+            text = subprocess.run([str(self.cuobjdump), "-res-usage", f.name], capture_output=True, text=True,
+                                  check=True).stdout
+        found = _RESOURCES.search(text)
+        if not found:
+            raise RuntimeError(f"cuobjdump printed no resource usage:\n{text}")
+        regs, stack, static_shared, local = (int(found.group(i)) for i in (2, 3, 4, 5))
+        shared = int(kernel.metadata.shared) + static_shared
+        return {"shared_bytes": shared, "registers": regs, "spill_bytes": local + stack,
+                "fits_shared": shared <= self.limit}
+
+
+def _install(compiler: Compiler):
+    def jit_run(self, *args, grid=None, warmup=False, **kwargs):
+        return compiler.jit_run(self, *args, grid=grid, warmup=warmup, **kwargs)
+
+    def autotuner_run(self, *args, **kwargs):
+        return compiler.autotuner_run(self, *args, **kwargs)
+
+    JITFunction.run = jit_run
+    Autotuner.run = autotuner_run
+
+
+def flash_cases(quick: bool):
+    """(case name, thunk) for the FlashAttention kernels at the benchmark's shapes."""
+    from attnlib.kernels import flash
+
+    dtypes = (torch.bfloat16,) if quick else (torch.bfloat16, torch.float16, torch.float32)
+    head_dims = (64, 128) if quick else (64, 128, 256, 80)
+    for dtype in dtypes:
+        for d in head_dims:
+            for causal in (False, True):
+                b, h, hk, n = 2, 2048 // d, 2048 // d // 4, 1024  # grouped-query K/V, 4 query heads per K/V head
+                q = torch.empty(b, h, n, d, dtype=dtype)
+                k, v = torch.empty(b, hk, n, d, dtype=dtype), torch.empty(b, hk, n, d, dtype=dtype)
+                name = f"flash {str(dtype)[6:]} D={d} {'causal' if causal else 'full'}"
+                yield name + " fwd", lambda q=q, k=k, v=v, c=causal: flash._forward_portable(q, k, v, c, 0.1)
+                if dtype != torch.float32 and d % 8 == 0 and flash.TensorDescriptor is not None:
+                    yield name + " fwd-tma", lambda q=q, k=k, v=v, c=causal: flash._forward_tma(q, k, v, c, 0.1)
+                o, lse = torch.empty_like(q), torch.empty(b * h, n)
+                yield name + " bwd", lambda q=q, k=k, v=v, o=o, lse=lse, c=causal: flash._backward(
+                    q, k, v, o, lse, torch.empty_like(q), c, 0.1)
+
+
+def decode_cases(quick: bool):
+    from attnlib.kernels import flash_decode
+
+    dtypes = (torch.bfloat16,) if quick else (torch.bfloat16, torch.float16, torch.float32)
+    for dtype in dtypes:
+        for hkv in (32, 8):
+            q = torch.empty(8, 32, 1, 128, dtype=dtype)
+            kv = torch.empty(8, hkv, 8192, 128, dtype=dtype)
+            lens = torch.full((8,), 8192, dtype=torch.int32)
+            yield (f"decode {str(dtype)[6:]} Hq=32 Hkv={hkv} D=128",
+                   lambda q=q, kv=kv, lens=lens: flash_decode(q, kv, kv, cache_lens=lens, num_splits=9))
+
+
+def block_sparse_cases(quick: bool):
+    from attnlib.kernels import block_sparse_attention
+    from attnlib.kernels.block_sparse import causal_block_mask
+
+    for block in (64, 128):
+        for d in ((128,) if quick else (64, 128)):
+            q = torch.empty(1, 16, 4096, d, dtype=torch.bfloat16)
+            mask = causal_block_mask(4096, 4096, block)
+            yield (f"block_sparse bf16 D={d} block={block} causal",
+                   lambda q=q, mask=mask, block=block: block_sparse_attention(q, q, q, mask, block_size=block,
+                                                                              causal=True))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", type=int, default=90, help="compute capability x10 (90: H100/H200)")
+    parser.add_argument("--quick", action="store_true", help="bfloat16 and head dims 64/128 only (CI)")
+    parser.add_argument("--all-configs", action="store_true", help="also compile the configs pruning drops")
+    parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--cases", default="", help="only the cases whose name matches this regular expression")
+    parser.add_argument("--no-prune", action="store_true", help="keep every configuration (to see the failures)")
+    args = parser.parse_args(argv)
+
+    compiler = Compiler(args.arch, args.all_configs, args.no_prune)
+    _flash_config._shared_memory_budget = lambda: compiler.limit  # prune as the target GPU would
+    _install(compiler)
+    start = time.perf_counter()
+    cases = [*flash_cases(args.quick), *decode_cases(args.quick), *block_sparse_cases(args.quick)]
+    cases = [(name, launch) for name, launch in cases if re.search(args.cases, name)]
+    if not cases:
+        parser.error(f"no case matches --cases {args.cases!r}")
+    for name, launch in cases:
+        compiler.case = name
+        compiler.head_dim = int(re.search(r"D=(\d+)", name).group(1))
+        compiler.dtype = re.search(r"\b(bfloat16|float16|float32|bf16)\b", name).group(1).replace("bf16", "bfloat16")
+        case_start, before = time.perf_counter(), len(compiler.rows)
+        launch()
+        print(f"  {name}: {len(compiler.rows) - before} kernels in {time.perf_counter() - case_start:.0f} s",
+              file=sys.stderr, flush=True)
+    rows = compiler.rows
+    print(f"Triton {triton.__version__}, target sm_{args.arch} (shared memory limit {compiler.limit} B), "
+          f"{len(rows)} kernels compiled in {time.perf_counter() - start:.0f} s")
+    print(f"{'case':<34} {'kernel':<26} {'tile':<13} {'w':>2} {'s':>2} {'shared':>7} {'regs':>4} {'spill':>5}  note")
+    for r in rows:
+        tile = "x".join(str(r[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_D", "BLOCK") if k in r)
+        note = r["error"] or ("" if r["fits_shared"] else "OVER SHARED LIMIT")
+        if not r["kept_by_pruning"]:
+            note = "(pruned) " + note
+        shared = f"{r['shared_bytes'] // 1024}K" if r["error"] is None else "-"
+        regs = r.get("registers", "-")
+        spill = r.get("spill_bytes", "-")
+        print(f"{r['case']:<34} {r['kernel']:<26} {tile:<13} {r['num_warps']:>2} {r['num_stages']:>2} "
+              f"{shared:>7} {regs:>4} {spill:>5}  {note}")
+    problems = [r for r in rows if r["kept_by_pruning"] and (r["error"] or not r["fits_shared"])]
+    by_kernel: dict = {}
+    for r in rows:
+        by_kernel.setdefault((r["case"], r["kernel"]), []).append(r["error"] is None and r["fits_shared"])
+    unusable = [key for key, ok in by_kernel.items() if not any(ok)]
+    # A kernel whose every kept configuration spills has no good choice: in half precision at head
+    # dims up to 128 (the benchmark's) that is a failure. Larger head dims may spill, and float32
+    # (IEEE products without tensor cores, for accuracy, not speed) does.
+    spill_free: dict = {}
+    for r in rows:
+        if r["kept_by_pruning"] and r["head_dim"] <= 128 and r["dtype"] != "float32":
+            spill_free.setdefault((r["case"], r["kernel"]), []).append(r["error"] is None and not r["spill_bytes"])
+    all_spill = [key for key, ok in spill_free.items() if not any(ok)]
+    if args.json:
+        args.json.write_text(json.dumps({"triton": triton.__version__, "torch": torch.__version__,
+                                         "arch": args.arch, "shared_limit": compiler.limit, "rows": rows}, indent=1))
+    for r in problems:
+        print(f"PROBLEM: {r['case']} {r['kernel']} {r}")
+    for key in unusable:
+        print(f"UNUSABLE: no configuration of {key[1]} compiles and fits for {key[0]}")
+    for key in all_spill:
+        print(f"ALL SPILL: every kept configuration of {key[1]} spills registers for {key[0]}")
+    print(f"{len(problems)} kept configurations failed or overflowed; {len(unusable)} kernels unusable; "
+          f"{len(all_spill)} half-precision kernels with no spill-free configuration at D <= 128; "
+          f"{sum(1 for r in rows if r.get('spill_bytes'))} compiled kernels spill registers")
+    return 1 if problems or unusable or all_spill else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
