@@ -31,6 +31,7 @@ pytestmark = [
 def _compile(tmp_path, *args, timeout=900):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path / "triton-cache")  # compile for real, not from an earlier run
+    env["ATTNLIB_FLASH_AUTOTUNE"] = "1"  # every configuration autotuning would try
     env["TRITON_DEFAULT_FP_FUSION"] = "1"  # Triton 3.9 warns when unset; 1 is the default it keeps
     return subprocess.run([sys.executable, str(ROOT / "tools" / "compile_kernels.py"), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
