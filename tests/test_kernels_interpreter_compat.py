@@ -86,3 +86,17 @@ def test_patch_wraps_both_interpreter_layouts(monkeypatch, with_scope):
     assert int(_interpreter_compat._index(FakeTensor(np.int32(5)))) == 5
     if with_scope:
         assert scope.changes == ["__index__", "__index__"]  # recorded, so the interpreter undoes both
+
+
+@pytest.mark.skipif(not INTERPRET, reason="checks the CPU path")
+def test_cpu_tensors_for_a_compiled_kernel_get_a_clear_error(monkeypatch):
+    """Without the interpreter, CPU tensors cannot reach a kernel: the error says so and names q."""
+    from attnlib.kernels import _interpreter_compat, block_sparse_attention, flash_decode
+
+    monkeypatch.setattr(_interpreter_compat, "interpreting", lambda: False)
+    q, kv = torch.randn(1, 2, 1, 16), torch.randn(1, 2, 20, 16)
+    with pytest.raises(RuntimeError, match=r"flash_decode runs on CUDA.*got q on cpu.*TRITON_INTERPRET"):
+        flash_decode(q, kv, kv)
+    q = torch.randn(1, 2, 20, 16)
+    with pytest.raises(RuntimeError, match=r"block_sparse_attention runs on CUDA.*got q on cpu"):
+        block_sparse_attention(q, q, q, torch.ones(1, 1, dtype=torch.bool), block_size=32)

@@ -51,9 +51,10 @@ def bwd_dkdv_configs():
     """dK/dV: a key tile of BLOCK_N rows stays; query tiles of BLOCK_M stream past.
 
     Two fp32 accumulators (dK, dV) of BLOCK_N x D stay in registers with the K and V tiles, so
-    this kernel spills first: at D=128 on sm_90 only the narrow query tiles (16 rows) compile
-    without spills under both Triton 3.6 and 3.9 (``tools/compile_kernels.py``), so they come
-    first (the configuration used without autotuning); autotuning still tries the wider ones.
+    this kernel spills first: at D=128 on sm_90, 16-row query tiles against 128-key tiles
+    compile without spills under both Triton 3.6 and 3.9 while most wider query tiles spill
+    (``tools/compile_kernels.py``), so they come first (the configuration used without
+    autotuning); autotuning still tries the wider ones.
     """
     return _configs([
         (16, 128, 8, 3), (16, 128, 8, 2), (32, 64, 8, 3), (32, 128, 8, 3), (64, 128, 8, 3), (64, 64, 8, 3),

@@ -8,6 +8,9 @@ fails under ``TRITON_INTERPRET=1`` with "only 0-dimensional arrays can be conver
 Python scalars". Triton 3.7 fixed it by squeezing the array first; :func:`patch_interpreter`
 makes the same one-line change to older interpreters and does nothing on newer ones or
 on a GPU (compiled kernels never take this path).
+
+:func:`check_launchable` gives the clear error for the other way to get this wrong: CPU
+tensors handed to a compiled (not interpreted) kernel.
 """
 
 from __future__ import annotations
@@ -15,12 +18,20 @@ from __future__ import annotations
 import os
 import re
 
-__all__ = ["interpreting", "patch_interpreter"]
+__all__ = ["check_launchable", "interpreting", "patch_interpreter"]
 
 
 def interpreting() -> bool:
     """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET`` set, not "0")."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def check_launchable(tensor, name: str, function: str) -> None:
+    """Compiled kernels read CUDA memory; only the interpreter reads CPU tensors. Say which is missing."""
+    if tensor.device.type != "cuda" and not interpreting():
+        raise RuntimeError(
+            f"{function} runs on CUDA, or on a CPU under Triton's interpreter: got {name} on {tensor.device} "
+            "and TRITON_INTERPRET was not '1' (set it before triton is first imported)")
 
 
 def _version(text: str) -> tuple:

@@ -43,7 +43,7 @@ import triton
 import triton.language as tl
 
 from ..validation import check_positive_int, check_qkv, resolve_scale
-from ._interpreter_compat import interpreting, patch_interpreter
+from ._interpreter_compat import check_launchable, interpreting, patch_interpreter
 
 patch_interpreter()  # Triton < 3.7's interpreter with NumPy >= 2.4 (see the module)
 
@@ -304,6 +304,7 @@ def block_sparse_attention(
         The result does not track gradients (forward kernel only).
     """
     check_qkv(q, k, v)
+    check_launchable(q, "q", "block_sparse_attention")
     for name, x in (("q", q), ("k", k), ("v", v)):
         if x.dim() != 4:
             raise ValueError(f"{name} must have shape (B, H, L, d), got {tuple(x.shape)}")

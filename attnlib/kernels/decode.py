@@ -43,7 +43,7 @@ import triton
 import triton.language as tl
 
 from ..validation import check_positive_int, check_tensor, resolve_scale
-from ._interpreter_compat import interpreting, patch_interpreter
+from ._interpreter_compat import check_launchable, interpreting, patch_interpreter
 
 patch_interpreter()  # Triton < 3.7's interpreter with NumPy >= 2.4 (see the module)
 
@@ -198,6 +198,7 @@ def _check_inputs(q, k_cache, v_cache, cache_lens):
     if not (q.device == k_cache.device == v_cache.device):
         raise ValueError(f"q, k_cache and v_cache must be on one device, got {q.device}, {k_cache.device}, "
                          f"{v_cache.device}")
+    check_launchable(q, "q", "flash_decode")
     if cache_lens is not None:
         if not isinstance(cache_lens, torch.Tensor):
             raise TypeError(f"cache_lens must be an integer torch.Tensor of shape (B,), got {type(cache_lens).__name__}")
