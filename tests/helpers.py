@@ -28,3 +28,12 @@ def exercise_namespace(lab: str) -> dict:
     for cell in chosen:
         exec(compile(transform(cell.source), f"{lab}:{cell.metadata.get('exercise', 'setup')}", "exec"), namespace)
     return namespace
+
+
+def copy_course(dest):
+    """Copy the working tree to ``dest`` without venvs, builds and caches (for tools that write files)."""
+    import shutil
+
+    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "_build", "build", "dist", "*.egg-info", ".jupyter_cache", "__pycache__", "bench-out"))
+    return dest

@@ -91,7 +91,7 @@ def test_patch_wraps_both_interpreter_layouts(monkeypatch, with_scope):
 @pytest.mark.skipif(not INTERPRET, reason="checks the CPU path")
 def test_cpu_tensors_for_a_compiled_kernel_get_a_clear_error(monkeypatch):
     """Without the interpreter, CPU tensors cannot reach a kernel: the error says so and names q."""
-    from attnlib.kernels import _interpreter_compat, block_sparse_attention, flash_decode
+    from attnlib.kernels import _interpreter_compat, block_sparse_attention, flash_attention, flash_decode
 
     monkeypatch.setattr(_interpreter_compat, "interpreting", lambda: False)
     q, kv = torch.randn(1, 2, 1, 16), torch.randn(1, 2, 20, 16)
@@ -100,3 +100,5 @@ def test_cpu_tensors_for_a_compiled_kernel_get_a_clear_error(monkeypatch):
     q = torch.randn(1, 2, 20, 16)
     with pytest.raises(RuntimeError, match=r"block_sparse_attention runs on CUDA.*got q on cpu"):
         block_sparse_attention(q, q, q, torch.ones(1, 1, dtype=torch.bool), block_size=32)
+    with pytest.raises(RuntimeError, match=r"flash_attention runs on CUDA.*got q on cpu"):
+        flash_attention(q, q, q)

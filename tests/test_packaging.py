@@ -1,6 +1,5 @@
 """pyproject.toml and environment.yml agree, and the wheel ships attnlib only."""
 
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -8,7 +7,7 @@ import zipfile
 
 import pytest
 import yaml
-from helpers import ROOT
+from helpers import ROOT, copy_course
 from packaging.requirements import Requirement
 
 
@@ -37,9 +36,7 @@ def test_environment_yml_lists_the_same_packages_as_pyproject():
 @pytest.mark.slow
 def test_wheel_contains_attnlib_only(tmp_path):
     # Build from a copy of the working tree: setuptools writes build/ and *.egg-info beside the sources.
-    source = tmp_path / "src"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv*", "_build", "build", "dist", "*.egg-info", ".jupyter_cache", "__pycache__", "bench-out"))
+    source = copy_course(tmp_path / "src")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(tmp_path), str(source)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("attnlib-*.whl")

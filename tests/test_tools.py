@@ -5,7 +5,7 @@ import shutil
 
 import nbformat
 import pytest
-from helpers import ROOT
+from helpers import ROOT, copy_course
 
 import make_labs
 import notebooks
@@ -154,9 +154,7 @@ def test_set_repo_url_rewrites_config_sources_twins_and_labs(tmp_path):
     import subprocess
     import sys
 
-    copy = tmp_path / "course"
-    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(
-        ".git", ".venv*", "_build", "build", "*.egg-info", ".jupyter_cache", "__pycache__", "bench-out"))
+    copy = copy_course(tmp_path / "course")
     url = "https://github.com/example-org/attention-course-fork"
     assert subprocess.run([sys.executable, "tools/set_repo_url.py", "not-a-url"], cwd=copy,
                           capture_output=True).returncode == 2

@@ -21,10 +21,10 @@ import os
 
 import triton
 
-from ._interpreter_compat import patch_interpreter
+from ._interpreter_compat import interpreting, patch_interpreter
 
 patch_interpreter()  # Triton < 3.7's interpreter with NumPy >= 2.4 (see the module)
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+INTERPRET = interpreting()
 AUTOTUNE = os.environ.get("ATTNLIB_FLASH_AUTOTUNE", "1") not in ("", "0")
 
 _INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16}

@@ -37,6 +37,7 @@ from ._flash_bwd import flash_bwd_delta_kernel, flash_bwd_dkdv_kernel, flash_bwd
 from ._flash_config import INTERPRET
 from ._flash_fwd import flash_fwd_kernel
 from ._flash_fwd_tma import TensorDescriptor, descriptor, flash_fwd_tma_kernel
+from ._interpreter_compat import check_launchable
 
 __all__ = ["flash_attention", "flash_attention_forward"]
 
@@ -55,12 +56,7 @@ def _check_inputs(q, k, v) -> None:
         raise TypeError(f"flash_attention supports float16, bfloat16 and float32, got q of dtype {q.dtype}")
     if not (q.device == k.device == v.device):
         raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device}, {v.device}")
-    if q.device.type != "cuda" and not INTERPRET:
-        raise RuntimeError(
-            f"flash_attention runs on CUDA, or on a CPU under Triton's interpreter: got tensors on {q.device} "
-            "and TRITON_INTERPRET was not '1' when attnlib.kernels.flash was imported (set it before "
-            "importing triton)"
-        )
+    check_launchable(q, "q", "flash_attention")
     if INTERPRET and q.dtype == torch.bfloat16:
         raise TypeError("Triton's CPU interpreter has no bfloat16: use float16 or float32 there")
     if not (q.dim() == k.dim() == v.dim()):
