@@ -111,3 +111,19 @@ def test_harness_logic_runs_in_the_interpreter():
         assert (r["tflops"] is None) == (r["error"] is not None)
     for key in (k for k in ours[0] if k.startswith("rel_error_vs_")):
         assert ours[0][key] < 1e-4
+
+
+def test_autotuned_configs_are_recorded_as_text(monkeypatch):
+    """flash.json keeps each tuner's choice per key (a GPU fills the caches; here one entry is planted)."""
+    import triton
+
+    from attnlib.bench.flash import autotuned_configs
+    from attnlib.kernels import _flash_bwd
+
+    chosen = triton.Config({"BLOCK_M": 16, "BLOCK_N": 128}, num_warps=8, num_stages=3)
+    monkeypatch.setattr(_flash_bwd.flash_bwd_dkdv_kernel, "cache", {(4096, 4096, 128, True, 1): chosen})
+    tuned = autotuned_configs()
+    assert set(tuned) == {"forward (portable)", "forward (TMA)", "backward dK/dV", "backward dQ"}
+    assert tuned["backward dK/dV"] == {"(4096, 4096, 128, True, 1)": str(chosen)}
+    assert "BLOCK_N: 128" in tuned["backward dK/dV"]["(4096, 4096, 128, True, 1)"]
+    json.dumps(tuned)

@@ -1,7 +1,7 @@
 """Compile every attnlib Triton kernel for a GPU, on a machine without one, and check what it needs.
 
     python tools/compile_kernels.py [--arch 90] [--quick] [--json report.json] [--all-configs]
-                                    [--cases REGEX] [--no-prune]
+                                    [--cases REGEX] [--no-prune] [--set course|bench]
 
 Triton compiles ahead of time for a named target (``GPUTarget("cuda", 90, 32)`` is Hopper:
 H100/H200) with no GPU and no driver: Python -> Triton IR -> PTX -> a cubin from the
@@ -42,6 +42,7 @@ if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
 import torch  # noqa: E402
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton import knobs  # noqa: E402
 from triton.compiler import ASTSource, make_backend  # noqa: E402
 from triton.compiler import compile as triton_compile  # noqa: E402
 from triton.runtime.autotuner import Autotuner  # noqa: E402
@@ -80,6 +81,12 @@ class Compiler:
                "num_warps": kwargs.get("num_warps", 4), "num_stages": kwargs.get("num_stages", 3),
                **{k: v for k, v in constants.items() if k.startswith("BLOCK") or k in ("CAUSAL", "EVEN_D")}}
         start = time.perf_counter()
+        # The options JITFunction.run adds before binding (Triton 3.6 and 3.9), so that a kernel
+        # compiled here has the cache key a real launch computes (--set bench warms that cache).
+        kwargs.setdefault("debug", fn.debug or knobs.runtime.debug)
+        for option in ("instrumentation_mode", "fpsan_homomorphic_casts"):
+            if hasattr(knobs.compilation, option):
+                kwargs.setdefault(option, getattr(knobs.compilation, option))
         try:
             binder = create_function_from_signature(fn.signature, fn.params, self.backend)
             bound, specialization, options = binder(*args, **kwargs)
@@ -152,6 +159,35 @@ def flash_cases(quick: bool):
                     q, k, v, o, lse, torch.empty_like(q), c, 0.1)
 
 
+def bench_cases(quick: bool):
+    """The FlashAttention kernels exactly as ``python -m attnlib.bench --suite flash`` launches them.
+
+    Its correctness check (4 heads, odd lengths, grouped K/V) and its timed grid (``H*D = 2048``,
+    one K/V head per query head) specialize differently (Triton specializes integers equal to 1
+    or divisible by 16), so each is compiled: on a GPU machine, ``tools/gpu_check.sh`` runs this
+    in parallel processes first, and the benchmark then finds every kernel in Triton's cache
+    instead of compiling ~80 of them one after another while it autotunes.
+    """
+    from attnlib.kernels import flash
+
+    dtype = torch.bfloat16
+    for d in (128, 64):
+        for causal in (False, True):
+            shapes = {"grid": (2, 2048 // d, 2048 // d, 1024, 1024), "check": (2, 4, 4, 1031, 1031),
+                      "check-gqa": (2, 4, 2, 517, 1100)}
+            for label, (b, h, hk, lq, lk) in shapes.items():
+                q, o = torch.empty(b, h, lq, d, dtype=dtype), torch.empty(b, h, lq, d, dtype=dtype)
+                k, v = torch.empty(b, hk, lk, d, dtype=dtype), torch.empty(b, hk, lk, d, dtype=dtype)
+                lse = torch.empty(b * h, lq)
+                name = f"bench bf16 D={d} {'causal' if causal else 'full'} {label}"
+                if label == "grid":  # the portable forward is timed too; the check runs the default (TMA)
+                    yield name + " fwd", lambda q=q, k=k, v=v, c=causal: flash._forward_portable(q, k, v, c, 0.1)
+                if flash.TensorDescriptor is not None:
+                    yield name + " fwd-tma", lambda q=q, k=k, v=v, c=causal: flash._forward_tma(q, k, v, c, 0.1)
+                yield name + " bwd", lambda q=q, k=k, v=v, o=o, lse=lse, c=causal: flash._backward(
+                    q, k, v, o, lse, torch.empty_like(q), c, 0.1)
+
+
 def decode_cases(quick: bool):
     from attnlib.kernels import flash_decode
 
@@ -185,6 +221,9 @@ def main(argv=None) -> int:
     parser.add_argument("--all-configs", action="store_true", help="also compile the configs pruning drops")
     parser.add_argument("--json", type=Path, help="write the rows here")
     parser.add_argument("--cases", default="", help="only the cases whose name matches this regular expression")
+    parser.add_argument("--set", choices=("course", "bench"), default="course",
+                        help="course: every kernel at the course's shapes (the default); bench: the flash "
+                             "benchmark's own launches, to fill Triton's cache before it runs")
     parser.add_argument("--no-prune", action="store_true", help="keep every configuration (to see the failures)")
     args = parser.parse_args(argv)
 
@@ -196,7 +235,10 @@ def main(argv=None) -> int:
         module.check_launchable = lambda *args: None
     _install(compiler)
     start = time.perf_counter()
-    cases = [*flash_cases(args.quick), *decode_cases(args.quick), *block_sparse_cases(args.quick)]
+    if args.set == "bench":
+        cases = list(bench_cases(args.quick))
+    else:
+        cases = [*flash_cases(args.quick), *decode_cases(args.quick), *block_sparse_cases(args.quick)]
     cases = [(name, launch) for name, launch in cases if re.search(args.cases, name)]
     if not cases:
         parser.error(f"no case matches --cases {args.cases!r}")

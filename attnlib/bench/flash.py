@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .timing import attention_tflops, bench_ms
 
-__all__ = ["run", "grid", "check_correctness", "time_shape", "ratios", "IMPLS"]
+__all__ = ["run", "grid", "check_correctness", "time_shape", "ratios", "autotuned_configs", "IMPLS"]
 
 TOKENS = 16384
 MODEL_DIM = 2048
@@ -166,6 +166,16 @@ def _measure(shape, impls, warmup, rep, device, dtype, timer) -> list[dict]:
     return rows
 
 
+def autotuned_configs() -> dict:
+    """``{kernel: {autotuning key: chosen configuration}}`` of the FlashAttention kernels in this process."""
+    from ..kernels import _flash_bwd, _flash_fwd, _flash_fwd_tma
+
+    tuners = {"forward (portable)": _flash_fwd.flash_fwd_kernel, "forward (TMA)": _flash_fwd_tma.flash_fwd_tma_kernel,
+              "backward dK/dV": _flash_bwd.flash_bwd_dkdv_kernel, "backward dQ": _flash_bwd.flash_bwd_dq_kernel}
+    return {name: {str(key): str(config) for key, config in getattr(tuner, "cache", {}).items()}
+            for name, tuner in tuners.items()}
+
+
 def ratios(rows: list[dict]) -> list[dict]:
     """attnlib's TFLOP/s over each SDPA backend's, per shape and mode (None where one is missing).
 
@@ -214,6 +224,7 @@ def run(quick: bool = False) -> dict:
             skipped.append({**shape, "reason": f"time budget of {budget_s:.0f} s spent"})
             continue
         rows.extend(time_shape(shape, impls, warmup=warmup, rep=rep))
+    tuned = autotuned_configs()
     shape_errors = [v for r in rows if r["impl"] == "attnlib_flash" for k, v in r.items()
                     if k.startswith("rel_error_vs_") and v is not None]
     return {
@@ -231,5 +242,7 @@ def run(quick: bool = False) -> dict:
         "rows": rows,
         "ratios": ratios(rows),
         "skipped": skipped,
+        # what each kernel's autotuner chose, per (LQ, LK, BLOCK_D, CAUSAL[, GROUP], dtypes...) key
+        "autotuned_configs": tuned,
         "elapsed_s": time.perf_counter() - start,
     }

@@ -26,7 +26,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._flash_config import fwd_configs, prune_configs
+from ._flash_config import fwd_configs, prune_forward_configs
 
 
 @triton.jit
@@ -150,5 +150,5 @@ def _flash_fwd_kernel(
 flash_fwd_kernel = triton.autotune(
     configs=fwd_configs(),
     key=["LQ", "LK", "BLOCK_D", "CAUSAL"],
-    prune_configs_by={"early_config_prune": prune_configs},
+    prune_configs_by={"early_config_prune": prune_forward_configs},
 )(_flash_fwd_kernel)

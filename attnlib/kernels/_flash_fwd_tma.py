@@ -21,7 +21,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._flash_config import fwd_configs, prune_configs
+from ._flash_config import fwd_configs, prune_forward_configs
 from ._flash_fwd import key_tile_range, online_softmax_step
 
 try:  # public since Triton 3.4; older Tritons simply never take this path
@@ -95,7 +95,7 @@ def _tma_configs():
 flash_fwd_tma_kernel = triton.autotune(
     configs=_tma_configs(),
     key=["LQ", "LK", "BLOCK_D", "CAUSAL"],
-    prune_configs_by={"early_config_prune": prune_configs},
+    prune_configs_by={"early_config_prune": prune_forward_configs},
 )(_flash_fwd_tma_kernel)
 
 
