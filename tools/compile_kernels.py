@@ -5,7 +5,8 @@
 
 Triton compiles ahead of time for a named target (``GPUTarget("cuda", 90, 32)`` is Hopper:
 H100/H200) with no GPU and no driver: Python -> Triton IR -> PTX -> a cubin from the
-``ptxas`` that ships with Triton. This tool calls attnlib's own launch code (the
+``ptxas`` that ships with Triton (:mod:`attnlib.kernels.resources` does the compiling and
+reading). This tool calls attnlib's own launch code (the
 FlashAttention forward, portable and tensor-descriptor, and backward; split-KV decoding;
 block-sparse attention) with CPU tensors of the benchmark's shapes, but every launch is
 caught and compiled for the target instead of run; an autotuned kernel is compiled once for
@@ -30,9 +31,7 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,101 +40,11 @@ if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton import knobs  # noqa: E402
-from triton.compiler import ASTSource, make_backend  # noqa: E402
-from triton.compiler import compile as triton_compile  # noqa: E402
-from triton.runtime.autotuner import Autotuner  # noqa: E402
-from triton.runtime.jit import JITFunction, create_function_from_signature  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from attnlib.kernels import _flash_config  # noqa: E402
-
-# Shared memory one block may use (opt-in maximum), bytes, by compute capability.
-SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
-_RESOURCES = re.compile(r"Function (\w+):\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
-
-
-class Compiler:
-    """Replaces kernel launches by ahead-of-time compilation for ``target``; collects a row per kernel."""
-
-    def __init__(self, arch: int, all_configs: bool, no_prune: bool = False):
-        self.target = GPUTarget("cuda", arch, 32)
-        self.backend = make_backend(self.target)
-        self.limit = SHARED_LIMIT.get(arch, 101376)
-        self.all_configs = all_configs
-        self.no_prune = no_prune  # treat every configuration as kept (shows what pruning protects from)
-        self.rows: list[dict] = []
-        self.case = ""
-        self.head_dim = 0
-        self.dtype = ""
-        self.cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-
-    # -- the two launch paths Triton has: a plain @triton.jit kernel and an autotuned one --
-    def jit_run(self, fn: JITFunction, *args, grid=None, warmup=False, kept=True, **kwargs):
-        constants = {k: v for k, v in kwargs.items() if k.isupper()}
-        row = {"case": self.case, "kernel": fn.__name__, "kept_by_pruning": kept, "head_dim": self.head_dim,
-               "dtype": self.dtype,
-               "num_warps": kwargs.get("num_warps", 4), "num_stages": kwargs.get("num_stages", 3),
-               **{k: v for k, v in constants.items() if k.startswith("BLOCK") or k in ("CAUSAL", "EVEN_D")}}
-        start = time.perf_counter()
-        # The options JITFunction.run adds before binding (Triton 3.6 and 3.9), so that a kernel
-        # compiled here has the cache key a real launch computes (--set bench warms that cache).
-        kwargs.setdefault("debug", fn.debug or knobs.runtime.debug)
-        for option in ("instrumentation_mode", "fpsan_homomorphic_casts"):
-            if hasattr(knobs.compilation, option):
-                kwargs.setdefault(option, getattr(knobs.compilation, option))
-        try:
-            binder = create_function_from_signature(fn.signature, fn.params, self.backend)
-            bound, specialization, options = binder(*args, **kwargs)
-            options, signature, constexprs, attrs = fn._pack_args(self.backend, kwargs, bound, specialization, options)
-            kernel = triton_compile(ASTSource(fn, signature, constexprs, attrs), target=self.target,
-                                    options=options.__dict__)
-            row.update(self._resources(kernel))
-            row["error"] = None
-        except Exception as e:  # noqa: BLE001 - a failure is a finding, reported with the others
-            row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}"
-        row["compile_s"] = round(time.perf_counter() - start, 2)
-        self.rows.append(row)
-
-    def autotuner_run(self, tuner: Autotuner, *args, **kwargs):
-        nargs = dict(zip(tuner.arg_names, args))
-        meta = {k: v for k, v in kwargs.items() if k not in ("grid", "warmup")}
-        kept = tuner.configs
-        if tuner.early_config_prune and not self.no_prune:
-            kept = tuner.early_config_prune(tuner.configs, nargs, **meta)
-        for config in tuner.configs if self.all_configs else kept:
-            full = {**nargs, **meta, **config.all_kwargs()}
-            if config.pre_hook:
-                config.pre_hook(full)  # e.g. the TMA kernel's descriptor tile shapes
-            self.jit_run(tuner.fn, *args, kept=any(config is c for c in kept), **kwargs, **config.all_kwargs())
-
-    def _resources(self, kernel) -> dict:
-        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-            f.write(kernel.asm["cubin"])
-            f.flush()
-            text = subprocess.run([str(self.cuobjdump), "-res-usage", f.name], capture_output=True, text=True,
-                                  check=True).stdout
-        found = _RESOURCES.search(text)
-        if not found:
-            raise RuntimeError(f"cuobjdump printed no resource usage:\n{text}")
-        regs, stack, static_shared, local = (int(found.group(i)) for i in (2, 3, 4, 5))
-        shared = int(kernel.metadata.shared) + static_shared
-        return {"shared_bytes": shared, "registers": regs, "spill_bytes": local + stack,
-                "fits_shared": shared <= self.limit}
-
-
-def _install(compiler: Compiler):
-    def jit_run(self, *args, grid=None, warmup=False, **kwargs):
-        return compiler.jit_run(self, *args, grid=grid, warmup=warmup, **kwargs)
-
-    def autotuner_run(self, *args, **kwargs):
-        return compiler.autotuner_run(self, *args, **kwargs)
-
-    JITFunction.run = jit_run
-    Autotuner.run = autotuner_run
+from attnlib.kernels.resources import AheadOfTimeCompiler  # noqa: E402
 
 
 def flash_cases(quick: bool):
@@ -227,13 +136,11 @@ def main(argv=None) -> int:
     parser.add_argument("--no-prune", action="store_true", help="keep every configuration (to see the failures)")
     args = parser.parse_args(argv)
 
-    compiler = Compiler(args.arch, args.all_configs, args.no_prune)
-    _flash_config._shared_memory_budget = lambda: compiler.limit  # prune as the target GPU would
+    compiler = AheadOfTimeCompiler(args.arch, args.all_configs, args.no_prune)
     from attnlib.kernels import block_sparse, decode
 
     for module in (block_sparse, decode):  # CPU tensors are fine: nothing is launched, only compiled
         module.check_launchable = lambda *args: None
-    _install(compiler)
     start = time.perf_counter()
     if args.set == "bench":
         cases = list(bench_cases(args.quick))
@@ -247,7 +154,8 @@ def main(argv=None) -> int:
         compiler.head_dim = int(re.search(r"D=(\d+)", name).group(1))
         compiler.dtype = re.search(r"\b(bfloat16|float16|float32|bf16)\b", name).group(1).replace("bf16", "bfloat16")
         case_start, before = time.perf_counter(), len(compiler.rows)
-        launch()
+        with compiler.catching_launches():
+            launch()
         print(f"  {name}: {len(compiler.rows) - before} kernels in {time.perf_counter() - case_start:.0f} s",
               file=sys.stderr, flush=True)
     rows = compiler.rows

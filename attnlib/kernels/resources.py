@@ -1,0 +1,264 @@
+"""What a Triton kernel asks of a GPU (shared memory, registers, spills), read from the compiler without one.
+
+Triton compiles ahead of time for a named target: Python -> Triton IR -> PTX -> a cubin
+from the ``ptxas`` that ships with Triton, with no GPU and no driver
+(``GPUTarget("cuda", 90, 32)`` is Hopper: H100/H200). :func:`compile_report` runs any
+launch code (attnlib's wrappers, say) with every kernel launch caught and compiled for the
+target instead of run; an autotuned kernel is compiled once per configuration its pruning
+keeps (``all_configs=True``: also those it drops). For each compiled kernel it reads, with
+the ``cuobjdump`` Triton ships, what decides whether a configuration can be fast:
+
+* ``shared_bytes``: shared memory per program (the K/V tiles times ``num_stages``), against
+  the target's per-block limit (``fits_shared``; a launch over it fails);
+* ``registers`` per thread (at most 255) and ``spill_bytes``: what did not fit in registers
+  and went to slow local memory.
+
+The numbers are the compiler's, so they hold for that Triton version and target, and they
+say nothing about speed or correctness (time on a GPU; test in the interpreter).
+:func:`forward_report` is the FlashAttention forward's search space, and
+``python -m attnlib.kernels.resources`` prints it as JSON; :func:`forward_report_in_subprocess`
+runs that in a fresh process, because compiling needs Triton *without* ``TRITON_INTERPRET``,
+which a CPU session has already set. This uses Triton's launch internals (checked under
+Triton 3.6 and 3.9); ``tools/compile_kernels.py`` runs it over every attnlib kernel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+__all__ = ["SHARED_LIMIT", "shared_limit", "AheadOfTimeCompiler", "compile_report", "forward_report",
+           "forward_report_in_subprocess"]
+
+# Shared memory one block may use (opt-in maximum), bytes, by compute capability x10.
+SHARED_LIMIT = {75: 65536, 80: 166912, 86: 101376, 89: 101376, 90: 232448}
+
+
+def shared_limit(arch: int) -> int:
+    """Bytes of shared memory one block may use on compute capability ``arch / 10`` (a guess if unknown)."""
+    return SHARED_LIMIT.get(arch, 101376)
+
+
+_RESOURCES = re.compile(r"Function (\w+):\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
+
+
+def _require_compiler_mode() -> None:
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        raise RuntimeError("compiling for a GPU needs Triton without TRITON_INTERPRET: unset it before Triton is "
+                           "imported, or use forward_report_in_subprocess()")
+
+
+class AheadOfTimeCompiler:
+    """Stands in for kernel launches (inside :meth:`catching_launches`): compiles each for ``arch``, one row each.
+
+    Set ``case``, ``head_dim`` and ``dtype`` before a launch to label its rows.
+    """
+
+    def __init__(self, arch: int = 90, all_configs: bool = False, no_prune: bool = False):
+        _require_compiler_mode()
+        import triton
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import make_backend
+
+        self.target = GPUTarget("cuda", arch, 32)
+        self.backend = make_backend(self.target)
+        self.arch = arch
+        self.limit = shared_limit(arch)
+        self.all_configs = all_configs
+        self.no_prune = no_prune  # treat every configuration as kept (shows what pruning protects from)
+        self.rows: list[dict] = []
+        self.case, self.head_dim, self.dtype = "", 0, ""
+        self.cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+        if not self.cuobjdump.exists():
+            raise RuntimeError(f"this Triton has no NVIDIA backend tools ({self.cuobjdump} is missing)")
+
+    @contextlib.contextmanager
+    def catching_launches(self):
+        """Within: every ``kernel[grid](...)`` and autotuned launch is compiled, not run; prunes for this target."""
+        from triton.runtime.autotuner import Autotuner
+        from triton.runtime.jit import JITFunction
+
+        from . import _flash_config
+
+        compiler = self
+
+        def jit_run(fn, *args, grid=None, warmup=False, **kwargs):
+            return compiler.compile_launch(fn, *args, **kwargs)
+
+        def autotuner_run(tuner, *args, **kwargs):
+            return compiler.compile_autotuned(tuner, *args, **kwargs)
+
+        saved = JITFunction.run, Autotuner.run, _flash_config._shared_memory_budget
+        JITFunction.run, Autotuner.run = jit_run, autotuner_run
+        _flash_config._shared_memory_budget = lambda: compiler.limit  # prune as the target GPU would
+        try:
+            yield self
+        finally:
+            JITFunction.run, Autotuner.run, _flash_config._shared_memory_budget = saved
+
+    def compile_launch(self, fn, *args, kept=True, **kwargs):
+        """Compile one launch of the ``@triton.jit`` function ``fn`` and append its row."""
+        from triton import knobs
+        from triton.compiler import ASTSource
+        from triton.compiler import compile as triton_compile
+        from triton.runtime.jit import create_function_from_signature
+
+        constants = {k: v for k, v in kwargs.items() if k.isupper()}
+        row = {"case": self.case, "kernel": fn.__name__, "kept_by_pruning": kept, "head_dim": self.head_dim,
+               "dtype": self.dtype, "num_warps": kwargs.get("num_warps", 4), "num_stages": kwargs.get("num_stages", 3),
+               **{k: v for k, v in constants.items() if k.startswith("BLOCK") or k in ("CAUSAL", "EVEN_D")}}
+        # The options JITFunction.run adds before binding (Triton 3.6 and 3.9), so that a kernel
+        # compiled here has the cache key a real launch computes (a warm cache then serves the launch).
+        kwargs.setdefault("debug", fn.debug or knobs.runtime.debug)
+        for option in ("instrumentation_mode", "fpsan_homomorphic_casts"):
+            if hasattr(knobs.compilation, option):
+                kwargs.setdefault(option, getattr(knobs.compilation, option))
+        start = time.perf_counter()
+        try:
+            binder = create_function_from_signature(fn.signature, fn.params, self.backend)
+            bound, specialization, options = binder(*args, **kwargs)
+            options, signature, constexprs, attrs = fn._pack_args(self.backend, kwargs, bound, specialization, options)
+            kernel = triton_compile(ASTSource(fn, signature, constexprs, attrs), target=self.target,
+                                    options=options.__dict__)
+            row.update(self._resources(kernel))
+            row["error"] = None
+        except Exception as e:  # noqa: BLE001 - a failure is a finding, reported with the others
+            row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}"
+        row["compile_s"] = round(time.perf_counter() - start, 2)
+        self.rows.append(row)
+
+    def compile_autotuned(self, tuner, *args, **kwargs):
+        """Compile an autotuned launch once per configuration pruning keeps (or every one: ``all_configs``)."""
+        nargs = dict(zip(tuner.arg_names, args))
+        meta = {k: v for k, v in kwargs.items() if k not in ("grid", "warmup")}
+        kept = tuner.configs
+        if tuner.early_config_prune and not self.no_prune:
+            kept = tuner.early_config_prune(tuner.configs, nargs, **meta)
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("grid", "warmup")}
+        for config in tuner.configs if self.all_configs else kept:
+            full = {**nargs, **meta, **config.all_kwargs()}
+            if config.pre_hook:
+                config.pre_hook(full)  # e.g. the TMA kernel's descriptor tile shapes
+            self.compile_launch(tuner.fn, *args, kept=any(config is c for c in kept), **kwargs, **config.all_kwargs())
+
+    def _resources(self, kernel) -> dict:
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(kernel.asm["cubin"])
+            f.flush()
+            text = subprocess.run([str(self.cuobjdump), "-res-usage", f.name], capture_output=True, text=True,
+                                  check=True).stdout
+        found = _RESOURCES.search(text)
+        if not found:
+            raise RuntimeError(f"cuobjdump printed no resource usage:\n{text}")
+        regs, stack, static_shared, local = (int(found.group(i)) for i in (2, 3, 4, 5))
+        shared = int(kernel.metadata.shared) + static_shared
+        return {"shared_bytes": shared, "registers": regs, "spill_bytes": local + stack,
+                "fits_shared": shared <= self.limit}
+
+
+def compile_report(launch: Callable[[], object], *, arch: int = 90, all_configs: bool = False,
+                   case: str = "", head_dim: int = 0, dtype: str = "") -> list[dict]:
+    """Rows (one per compiled kernel and configuration) of everything ``launch()`` would launch."""
+    compiler = AheadOfTimeCompiler(arch, all_configs)
+    compiler.case, compiler.head_dim, compiler.dtype = case, head_dim, dtype
+    with compiler.catching_launches():
+        launch()
+    return compiler.rows
+
+
+def forward_report(head_dim: int = 128, dtype: str = "float16", causal: bool = False, arch: int = 90,
+                   kernel: str = "portable",
+                   configs: Optional[Sequence[tuple[int, int, int, int]]] = None) -> list[dict]:
+    """The FlashAttention forward compiled for ``arch`` at one head dim: a row per configuration.
+
+    ``configs`` (``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` tuples) replaces the autotuning
+    space, to ask about tiles it does not hold; every configuration is compiled, and
+    ``kept_by_pruning`` says which ones the autotuner would time. ``kernel``: ``"portable"``
+    or ``"tma"`` (tensor descriptors, Hopper only).
+    """
+    import torch
+    import triton
+
+    from . import _flash_fwd, _flash_fwd_tma, flash
+
+    if kernel not in ("portable", "tma"):
+        raise ValueError(f"kernel must be 'portable' or 'tma', got {kernel!r}")
+    if kernel == "tma" and arch < 90:
+        raise ValueError(f"the TMA kernel needs compute capability 9.0 or newer (arch >= 90), got arch={arch}")
+    torch_dtype = getattr(torch, dtype, None)
+    if not isinstance(torch_dtype, torch.dtype):
+        raise ValueError(f"dtype must name a torch dtype such as 'float16', got {dtype!r}")
+    b, h, n = 2, 4, 1024  # sizes do not matter (lengths are not specialized); the head dim and dtype do
+    q, k, v = (torch.empty(b, h, n, head_dim, dtype=torch_dtype) for _ in range(3))
+    tuner = _flash_fwd_tma.flash_fwd_tma_kernel if kernel == "tma" else _flash_fwd.flash_fwd_kernel
+    saved = tuner.configs
+    if configs is not None:  # the space's last configuration stays last: pruning treats it as the fallback
+        tuner.configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s,
+                                       pre_hook=saved[0].pre_hook) for bm, bn, w, s in configs] + saved[-1:]
+    forward = flash._forward_tma if kernel == "tma" else flash._forward_portable
+    try:
+        rows = compile_report(lambda: forward(q, k, v, causal, head_dim ** -0.5), arch=arch, all_configs=True,
+                              case=f"flash forward ({kernel})", head_dim=head_dim, dtype=dtype)
+    finally:
+        tuner.configs = saved
+    return rows if configs is None else rows[:len(configs)]
+
+
+def forward_report_in_subprocess(timeout: float = 300, **kwargs) -> list[dict]:
+    """:func:`forward_report` in a fresh Python without ``TRITON_INTERPRET`` (usable from a CPU session)."""
+    args = [sys.executable, "-m", "attnlib.kernels.resources"]
+    for name, value in kwargs.items():
+        if name == "configs":
+            value = ";".join(",".join(str(x) for x in c) for c in value)
+        elif name == "causal":
+            if value:
+                args.append("--causal")
+            continue
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout)
+
+
+def _parse_configs(text: str) -> list[tuple[int, int, int, int]]:
+    configs = []
+    for item in filter(None, text.split(";")):
+        parts = item.split(",")
+        if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+            raise argparse.ArgumentTypeError(f"--configs takes BLOCK_M,BLOCK_N,num_warps,num_stages;... got {item!r}")
+        configs.append(tuple(int(p) for p in parts))
+    return configs
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m attnlib.kernels.resources",
+                                     description="The FlashAttention forward's configurations compiled for a GPU "
+                                                 "target (no GPU needed): JSON rows of shared memory, registers, "
+                                                 "spills.")
+    parser.add_argument("--head-dim", type=int, default=128)
+    parser.add_argument("--dtype", default="float16")
+    parser.add_argument("--causal", action="store_true")
+    parser.add_argument("--arch", type=int, default=90, help="compute capability x10 (90: H100/H200, 75: T4)")
+    parser.add_argument("--kernel", default="portable", choices=("portable", "tma"))
+    parser.add_argument("--configs", type=_parse_configs, default=None,
+                        help="BLOCK_M,BLOCK_N,num_warps,num_stages;... instead of the autotuning space")
+    args = parser.parse_args(argv)
+    rows = forward_report(head_dim=args.head_dim, dtype=args.dtype, causal=args.causal, arch=args.arch,
+                          kernel=args.kernel, configs=args.configs)
+    print(json.dumps(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""attnlib.kernels.resources: the forward's tiles compiled for a GPU without one (lab 16 shows these).
+
+The compiler's numbers change with the Triton version; the relations checked here do not:
+more pipeline stages take more shared memory, the same tile on fewer warps takes more
+registers per thread, and autotuning never keeps a tile the target cannot launch.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+triton = pytest.importorskip("triton")
+from pathlib import Path  # noqa: E402
+
+from attnlib.kernels import resources  # noqa: E402
+
+CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+needs_tools = pytest.mark.skipif(not CUOBJDUMP.exists(), reason="this Triton has no NVIDIA backend tools")
+
+TILES = [(128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 2), (128, 128, 8, 3), (128, 128, 8, 4)]
+
+
+@needs_tools
+def test_forward_tiles_on_hopper():
+    rows = resources.forward_report_in_subprocess(head_dim=128, dtype="float16", arch=90, configs=TILES)
+    assert [(r["BLOCK_M"], r["BLOCK_N"], r["num_warps"], r["num_stages"]) for r in rows] == TILES
+    assert all(r["error"] is None and r["head_dim"] == 128 and r["kernel"] == "_flash_fwd_kernel" for r in rows)
+    by_tile = {(r["BLOCK_M"], r["BLOCK_N"], r["num_warps"], r["num_stages"]): r for r in rows}
+    stages = [by_tile[(128, 128, 8, s)]["shared_bytes"] for s in (2, 3, 4)]
+    assert stages[0] < stages[1] < stages[2]  # one more K/V tile pair in flight per stage
+    assert stages[2] - stages[1] == pytest.approx(stages[1] - stages[0], rel=0.05)  # 2 x 128 x 128 x 2 bytes each
+    assert stages[2] - stages[1] == pytest.approx(2 * 128 * 128 * 2, rel=0.05)
+    assert not by_tile[(128, 128, 8, 4)]["fits_shared"] and stages[2] > resources.SHARED_LIMIT[90]
+    assert by_tile[(128, 64, 8, 3)]["fits_shared"] and by_tile[(128, 64, 8, 3)]["spill_bytes"] == 0
+    # the same 128x128 fp32 accumulator over 128 threads instead of 256
+    assert by_tile[(128, 64, 4, 3)]["registers"] >= by_tile[(128, 64, 8, 3)]["registers"]
+    assert all(r["fits_shared"] for r in rows if r["kept_by_pruning"])
+    assert not by_tile[(128, 128, 8, 4)]["kept_by_pruning"]
+
+
+@needs_tools
+def test_a_small_gpu_keeps_fewer_tiles():
+    """On a T4 (sm_75, 64 KiB per block) the H200's default tile does not fit, and pruning knows it."""
+    rows = resources.forward_report_in_subprocess(head_dim=128, dtype="float16", arch=75,
+                                                  configs=[(128, 64, 8, 3), (64, 32, 4, 2)])
+    big, small = rows
+    assert not big["fits_shared"] and not big["kept_by_pruning"]
+    assert small["fits_shared"] and small["kept_by_pruning"]
+
+
+def test_compiling_in_the_interpreter_is_refused_with_the_way_out(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET.*forward_report_in_subprocess"):
+        resources.AheadOfTimeCompiler(90)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"kernel": "fast"}, "kernel must be 'portable' or 'tma'"),
+    ({"kernel": "tma", "arch": 80}, "arch >= 90"),
+    ({"dtype": "half-ish"}, "dtype must name a torch dtype"),
+])
+def test_bad_arguments_name_what_was_expected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        resources.forward_report(**kwargs)
+
+
+def test_bad_configs_on_the_command_line():
+    with pytest.raises(Exception, match="BLOCK_M,BLOCK_N,num_warps,num_stages"):
+        resources._parse_configs("128,64,8")
+    assert resources._parse_configs("128,64,8,3;64,32,4,2") == [(128, 64, 8, 3), (64, 32, 4, 2)]
