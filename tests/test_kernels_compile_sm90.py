@@ -55,6 +55,14 @@ def test_all_kernels_compile_for_sm90_fit_and_have_spill_free_configs(tmp_path):
     for r in rows:
         first.setdefault((r["case"], r["kernel"]), r)
     assert all(r["spill_bytes"] == 0 for r in first.values()), [r for r in first.values() if r["spill_bytes"]]
+    # Hopper's warpgroup matmul (wgmma, HGMMA in the SASS) in every attention matmul kernel; decoding's
+    # 16-row query tiles use mma.sync (HMMA), still tensor cores.
+    for (case, kernel), r in first.items():
+        if kernel in ("_flash_fwd_kernel", "_flash_fwd_tma_kernel", "_flash_bwd_dkdv_kernel", "_flash_bwd_dq_kernel",
+                      "_block_sparse_fwd_kernel"):
+            assert r["matrix_instructions"]["HGMMA"] > 0, (case, kernel, r["matrix_instructions"])
+        if kernel == "_decode_split_kernel":
+            assert r["matrix_instructions"]["HMMA"] + r["matrix_instructions"]["HGMMA"] > 0, (case, r)
 
 
 def test_the_check_fails_on_configurations_that_do_not_fit(tmp_path):

@@ -36,6 +36,7 @@ def test_forward_tiles_on_hopper():
     assert by_tile[(128, 64, 4, 3)]["registers"] >= by_tile[(128, 64, 8, 3)]["registers"]
     assert all(r["fits_shared"] for r in rows if r["kept_by_pruning"])
     assert not by_tile[(128, 128, 8, 4)]["kept_by_pruning"]
+    assert all(r["matrix_instructions"]["HGMMA"] > 0 for r in rows)  # wgmma: Hopper's warpgroup matmul
 
 
 @needs_tools
@@ -68,3 +69,15 @@ def test_bad_configs_on_the_command_line():
     with pytest.raises(Exception, match="BLOCK_M,BLOCK_N,num_warps,num_stages"):
         resources._parse_configs("128,64,8")
     assert resources._parse_configs("128,64,8,3;64,32,4,2") == [(128, 64, 8, 3), (64, 32, 4, 2)]
+
+
+def test_matrix_instructions_are_counted_by_kind():
+    sass = """
+        /*0a40*/                   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR4], RZ, !UPT ;
+        /*0a50*/                   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR8], R24 ;
+        /*0b00*/                   HMMA.16816.F32 R4, R8, R12, R4 ;
+        /*0b10*/                   FFMA R1, R2, R3, R1 ;
+        /*0b20*/                   MOV R5, 0x0 ;  // HMMA in a comment is not an instruction
+    """
+    assert resources.matrix_instructions(sass) == {"HGMMA": 2, "HMMA": 1}
+    assert resources.matrix_instructions("") == {"HGMMA": 0, "HMMA": 0}

@@ -18,7 +18,9 @@ the cubin by the ``cuobjdump`` that ships with Triton.
 It fails (exit status 1) if a kept configuration does not compile, if one needs more
 shared memory than the target has, if a kernel has no configuration that compiles, or
 if every kept configuration of a kernel spills registers in half precision at a head dim
-up to 128 (the autotuner would have no good choice). Other spills are reported: the tiles
+up to 128 (the autotuner would have no good choice), or if on sm_90 a half-precision
+attention kernel's first kept configuration has no ``HGMMA`` (``wgmma``) instruction in its
+disassembly (the matmuls fell back to the older ``mma.sync``). Other spills are reported: the tiles
 of a large head dim may spill, and float32 (IEEE products without tensor cores) does.
 
 What it cannot tell: speed, and whether results are right (the interpreter tests and
@@ -161,7 +163,8 @@ def main(argv=None) -> int:
     rows = compiler.rows
     print(f"Triton {triton.__version__}, target sm_{args.arch} (shared memory limit {compiler.limit} B), "
           f"{len(rows)} kernels compiled in {time.perf_counter() - start:.0f} s")
-    print(f"{'case':<34} {'kernel':<26} {'tile':<13} {'w':>2} {'s':>2} {'shared':>7} {'regs':>4} {'spill':>5}  note")
+    print(f"{'case':<34} {'kernel':<26} {'tile':<13} {'w':>2} {'s':>2} {'shared':>7} {'regs':>4} {'spill':>5} "
+          f"{'mma':>5}  note")
     for r in rows:
         tile = "x".join(str(r[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_D", "BLOCK") if k in r)
         note = r["error"] or ("" if r["fits_shared"] else "OVER SHARED LIMIT")
@@ -171,7 +174,7 @@ def main(argv=None) -> int:
         regs = r.get("registers", "-")
         spill = r.get("spill_bytes", "-")
         print(f"{r['case']:<34} {r['kernel']:<26} {tile:<13} {r['num_warps']:>2} {r['num_stages']:>2} "
-              f"{shared:>7} {regs:>4} {spill:>5}  {note}")
+              f"{shared:>7} {regs:>4} {spill:>5} {_mma(r):>5}  {note}")
     problems = [r for r in rows if r["kept_by_pruning"] and (r["error"] or not r["fits_shared"])]
     by_kernel: dict = {}
     for r in rows:
@@ -185,6 +188,18 @@ def main(argv=None) -> int:
         if r["kept_by_pruning"] and r["head_dim"] <= 128 and r["dtype"] != "float32":
             spill_free.setdefault((r["case"], r["kernel"]), []).append(r["error"] is None and not r["spill_bytes"])
     all_spill = [key for key, ok in spill_free.items() if not any(ok)]
+    # On Hopper the attention matmuls must compile to wgmma (HGMMA in the SASS): a half-precision
+    # kernel whose first kept configuration (the one used without autotuning) has none fell back
+    # to the older mma.sync. Decoding is exempt: its 16-row query tiles are below wgmma's 64 rows,
+    # and it is memory-bound anyway.
+    no_wgmma = []
+    if args.arch >= 90:
+        first_kept: dict = {}
+        for r in rows:
+            if r["kept_by_pruning"] and r["error"] is None and r["dtype"] != "float32" and "decode" not in r["kernel"] \
+                    and r["kernel"] != "flash_bwd_delta_kernel":
+                first_kept.setdefault((r["case"], r["kernel"]), r)
+        no_wgmma = [key for key, r in first_kept.items() if not r["matrix_instructions"]["HGMMA"]]
     if args.json:
         args.json.write_text(json.dumps({"triton": triton.__version__, "torch": torch.__version__,
                                          "arch": args.arch, "shared_limit": compiler.limit, "rows": rows}, indent=1))
@@ -194,10 +209,19 @@ def main(argv=None) -> int:
         print(f"UNUSABLE: no configuration of {key[1]} compiles and fits for {key[0]}")
     for key in all_spill:
         print(f"ALL SPILL: every kept configuration of {key[1]} spills registers for {key[0]}")
+    for key in no_wgmma:
+        print(f"NO WGMMA: the first kept configuration of {key[1]} has no HGMMA instruction for {key[0]}")
     print(f"{len(problems)} kept configurations failed or overflowed; {len(unusable)} kernels unusable; "
           f"{len(all_spill)} half-precision kernels with no spill-free configuration at D <= 128; "
-          f"{sum(1 for r in rows if r.get('spill_bytes'))} compiled kernels spill registers")
-    return 1 if problems or unusable or all_spill else 0
+          f"{sum(1 for r in rows if r.get('spill_bytes'))} compiled kernels spill registers; "
+          f"{len(no_wgmma)} half-precision matmul kernels without wgmma on sm_{args.arch}")
+    return 1 if problems or unusable or all_spill or no_wgmma else 0
+
+
+def _mma(row: dict) -> str:
+    """'wgmma', 'mma' or '-': the tensor-core instructions the kernel compiled to."""
+    found = row.get("matrix_instructions") or {}
+    return "wgmma" if found.get("HGMMA") else "mma" if found.get("HMMA") else "-"
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ the ``cuobjdump`` Triton ships, what decides whether a configuration can be fast
 * ``shared_bytes``: shared memory per program (the K/V tiles times ``num_stages``), against
   the target's per-block limit (``fits_shared``; a launch over it fails);
 * ``registers`` per thread (at most 255) and ``spill_bytes``: what did not fit in registers
-  and went to slow local memory.
+  and went to slow local memory;
+* ``matrix_instructions``: the tensor-core instructions in the disassembly (on Hopper,
+  ``HGMMA`` is ``wgmma``, the fast path; ``HMMA`` the older ``mma.sync``).
 
 The numbers are the compiler's, so they hold for that Triton version and target, and they
 say nothing about speed or correctness (time on a GPU; test in the interpreter).
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 __all__ = ["SHARED_LIMIT", "shared_limit", "AheadOfTimeCompiler", "compile_report", "forward_report",
-           "forward_report_in_subprocess"]
+           "forward_report_in_subprocess", "matrix_instructions"]
 
 # Shared memory one block may use (opt-in maximum), bytes, by compute capability x10.
 SHARED_LIMIT = {75: 65536, 80: 166912, 86: 101376, 89: 101376, 90: 232448}
@@ -156,13 +158,31 @@ class AheadOfTimeCompiler:
             f.flush()
             text = subprocess.run([str(self.cuobjdump), "-res-usage", f.name], capture_output=True, text=True,
                                   check=True).stdout
+            sass = subprocess.run([str(self.cuobjdump), "--dump-sass", f.name], capture_output=True, text=True,
+                                  check=True).stdout
         found = _RESOURCES.search(text)
         if not found:
             raise RuntimeError(f"cuobjdump printed no resource usage:\n{text}")
         regs, stack, static_shared, local = (int(found.group(i)) for i in (2, 3, 4, 5))
         shared = int(kernel.metadata.shared) + static_shared
         return {"shared_bytes": shared, "registers": regs, "spill_bytes": local + stack,
-                "fits_shared": shared <= self.limit}
+                "fits_shared": shared <= self.limit, "matrix_instructions": matrix_instructions(sass)}
+
+
+def matrix_instructions(sass: str) -> dict:
+    """Tensor-core instructions in a disassembly, by kind.
+
+    ``HGMMA``: Hopper's warpgroup matrix multiply (``wgmma``, sm_90), issued by four warps
+    together and reading operands from shared memory; ``HMMA``: the older warp-level
+    ``mma.sync`` (Ampere's path, slower on Hopper). A float16/bfloat16 ``tl.dot`` compiled for
+    sm_90 on only ``HMMA`` is on the slow path; one with neither is not on tensor cores.
+    """
+    counts = {"HGMMA": 0, "HMMA": 0}
+    for line in sass.splitlines():
+        for kind in counts:
+            if re.search(rf"\b{kind}\.", line):
+                counts[kind] += 1
+    return counts
 
 
 def compile_report(launch: Callable[[], object], *, arch: int = 90, all_configs: bool = False,
