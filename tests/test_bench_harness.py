@@ -15,7 +15,8 @@ import torch
 from attnlib.bench import attention_flops
 from attnlib.bench.__main__ import main
 from attnlib.bench.flash import grid, ratios
-from attnlib.bench.plot import load_reference_baselines, load_results, plot_flash, plot_reference_baselines, plot_rows
+from attnlib.bench.plot import (load_reference_baselines, load_results, plot_flash, plot_ladder,
+                                plot_reference_baselines, plot_rows)
 from attnlib.bench.timing import attention_tflops, tflops
 
 
@@ -76,6 +77,12 @@ def test_plots_draw(tmp_path):
     assert len(fig.axes) == 8
     fig = plot_rows({"rows": [{"impl": "x", "kv_len": 8, "tb_s": 1.0}, {"impl": "x", "kv_len": 16, "tb_s": 2.0}]})
     assert fig.axes[0].get_lines()
+    ladder = [{"step": step, "seq_len": n, "causal": c, "head_dim": 128, "tflops": t}
+              for n in (4096, 16384) for c in (False, True)
+              for step, t in (("portable 128x64", 400.0), ("TMA, autotuned", None), ("SDPA cuDNN", 590.0))]
+    fig = plot_ladder({"ladder": ladder, "machine": {"gpu": "test rows"}})
+    assert len(fig.axes) == 4 and len(fig.axes[0].patches) == 3
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["portable 128x64", "TMA, autotuned", "SDPA cuDNN"]
 
 
 def test_load_results_ignores_the_reference_file(tmp_path):
@@ -127,3 +134,23 @@ def test_autotuned_configs_are_recorded_as_text(monkeypatch):
     assert tuned["backward dK/dV"] == {"(4096, 4096, 128, True, 1)": str(chosen)}
     assert "BLOCK_N: 128" in tuned["backward dK/dV"]["(4096, 4096, 128, True, 1)"]
     json.dumps(tuned)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real ladder in tools/gpu_check.sh")
+def test_ladder_logic_runs_in_the_interpreter():
+    """Each step of the forward (fixed tiles, autotuned, TMA) computes SDPA's function; refusals are recorded."""
+    pytest.importorskip("triton")
+    from attnlib.bench.flash import LADDER, time_ladder
+
+    steps = [("portable 16x32, 4 warps, 2 stages", "portable", (16, 32, 4, 2)), ("portable, autotuned", "portable", None),
+             ("TMA 32x16, 4 warps, 2 stages", "tma", (32, 16, 4, 2))]
+    rows = time_ladder((24,), head_dim=16, dtype=torch.float32, timer=_cpu_timer, device="cpu", steps=steps,
+                       tokens=48, model_dim=32)  # B=2, H=2
+    assert [r["step"] for r in rows] == [*(name for name, _, _ in steps), "SDPA cuDNN", "SDPA flash"] * 2
+    assert {r["causal"] for r in rows} == {False, True} and {(r["batch"], r["heads"]) for r in rows} == {(2, 2)}
+    for r in rows:
+        assert (r["tflops"] is None) == (r["error"] is not None)
+        if r["step"] != "SDPA cuDNN":  # no cuDNN on a CPU: recorded, not fatal
+            assert r["error"] is None and r["rel_error_vs_sdpa_flash"] < 1e-4, r
+    assert [name for name, _, _ in LADDER][-1].startswith("TMA, autotuned")
+    assert all(kernel in ("portable", "tma") for _, kernel, _ in LADDER)

@@ -212,6 +212,27 @@ def test_tma_forward_matches_portable(case):
         _assert_close(out, _reference(q, k, v, causal)[0], TOL[dtype], "TMA forward vs reference")
 
 
+@pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[5]], ids=["causal_odd", "fully_masked_rows", "gqa"])
+def test_fixed_tile_forwards_match_the_autotuned_one(case):
+    """The benchmark's ladder launches one configuration directly (no autotuner): same function."""
+    from attnlib.kernels import flash
+
+    b, hq, hk, lq, lk, d, causal = case
+    q, k, v = _inputs(b, hq, hk, lq, lk, d, torch.float32, seed=3 * lq + lk)
+    scale = d ** -0.5
+    out, lse = flash._forward_portable(q, k, v, causal, scale)
+    configs = [("portable", (16, 32, 4, 2)), ("portable", (32, 16, 4, 1))]
+    if flash.TensorDescriptor is not None:
+        configs += [("tma", (32, 16, 4, 2)), ("tma", (16, 32, 4, 1))]
+    for kernel, config in configs:
+        forward = flash._forward_tma if kernel == "tma" else flash._forward_portable
+        fixed_out, fixed_lse = forward(q, k, v, causal, scale, config)
+        _assert_close(fixed_out, out, TOL[torch.float32], f"{kernel} forward with tiles {config}")
+        torch.testing.assert_close(fixed_lse, lse, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"config must be \(BLOCK_M, BLOCK_N, num_warps, num_stages\)"):
+        flash._forward_portable(q, k, v, causal, scale, (16, 16, 4))
+
+
 def test_kernel_argument_is_checked():
     q, k, v = _inputs(1, 1, 1, 4, 4, 16, torch.float32, seed=0)
     with pytest.raises(ValueError, match="kernel must be one of"):

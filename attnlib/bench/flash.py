@@ -23,13 +23,15 @@ import contextlib
 import math
 import os
 import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from .timing import attention_tflops, bench_ms
 
-__all__ = ["run", "grid", "check_correctness", "time_shape", "ratios", "autotuned_configs", "IMPLS"]
+__all__ = ["run", "grid", "check_correctness", "time_shape", "time_ladder", "ratios", "autotuned_configs", "IMPLS",
+           "LADDER"]
 
 TOKENS = 16384
 MODEL_DIM = 2048
@@ -166,6 +168,71 @@ def _measure(shape, impls, warmup, rep, device, dtype, timer) -> list[dict]:
     return rows
 
 
+# The forward, one change at a time (lab 16's steps), at the shapes of the performance target.
+# (name, kernel, fixed (BLOCK_M, BLOCK_N, num_warps, num_stages) or None for autotuned)
+LADDER = (
+    ("portable 128x64, 8 warps, 3 stages", "portable", (128, 64, 8, 3)),  # the baselines' plain kernel's tile
+    ("portable 128x128, 8 warps, 3 stages", "portable", (128, 128, 8, 3)),
+    ("portable, autotuned", "portable", None),
+    ("TMA 128x64, 8 warps, 3 stages", "tma", (128, 64, 8, 3)),
+    ("TMA 128x128, 8 warps, 3 stages", "tma", (128, 128, 8, 3)),
+    ("TMA, autotuned (the default on Hopper)", "tma", None),
+)
+
+
+def time_ladder(seq_lens=(4096, 16384), head_dim: int = 128, *, warmup: int = 20, rep: int = 60,
+                dtype=torch.bfloat16, timer=bench_ms, device="cuda", steps=LADDER, tokens: int = TOKENS,
+                model_dim: int = MODEL_DIM) -> list[dict]:
+    """Forward TFLOP/s of each :data:`LADDER` step and of SDPA (cuDNN, flash), causal and not, in one run.
+
+    Each output is compared with each SDPA backend's that ran (``rel_error_vs_sdpa_cudnn``,
+    ``rel_error_vs_sdpa_flash``); a step that cannot run here (no TMA off Hopper, no cuDNN on a
+    CPU) is recorded with its error.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    rows = []
+    for n in seq_lens:
+        b, h = tokens // n, model_dim // head_dim  # B*N tokens and H*D model width, as in the grid
+        gen = torch.Generator(device=device).manual_seed(7 * n + head_dim)
+        q, k, v = (torch.randn(b, h, n, head_dim, device=device, dtype=dtype, generator=gen) for _ in range(3))
+        for causal in (False, True):
+            timed = [(name, _ladder_step(kernel, config, q, k, v, causal), contextlib.nullcontext())
+                     for name, kernel, config in steps]
+            for name, backend in (("SDPA cuDNN", "CUDNN_ATTENTION"), ("SDPA flash", "FLASH_ATTENTION")):
+                timed.append((name, partial(F.scaled_dot_product_attention, q, k, v, is_causal=causal),
+                              sdpa_kernel(getattr(SDPBackend, backend))))
+            outputs = {}
+            for name, fn, pinned in timed:
+                row = {"step": name, "seq_len": n, "head_dim": head_dim, "causal": causal, "batch": b, "heads": h}
+                try:
+                    with pinned:
+                        outputs[name] = fn()  # warm-up: compiles, autotunes
+                        _sync(device)
+                        ms = timer(fn, warmup=warmup, rep=rep)
+                    row.update(ms=ms, tflops=attention_tflops(ms, b, h, n, n, head_dim, causal=causal), error=None)
+                except Exception as e:  # noqa: BLE001 - recorded: e.g. no TMA on this GPU
+                    row.update(ms=None, tflops=None, error=f"{type(e).__name__}: {str(e)[:200]}")
+                rows.append(row)
+            for row in rows[-len(timed):]:
+                for ref in ("SDPA cuDNN", "SDPA flash"):
+                    if ref in outputs and row["step"] in outputs:
+                        row["rel_error_vs_" + ref.lower().replace(" ", "_")] = _rel(outputs[row["step"]], outputs[ref])
+        del q, k, v
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def _ladder_step(kernel: str, config, q, k, v, causal: bool):
+    """The forward of one ladder step as a callable returning the output."""
+    from ..kernels import flash
+
+    forward = flash._forward_tma if kernel == "tma" else flash._forward_portable
+    scale = q.shape[-1] ** -0.5
+    return lambda: forward(q, k, v, causal, scale, config)[0]
+
+
 def autotuned_configs() -> dict:
     """``{kernel: {autotuning key: chosen configuration}}`` of the FlashAttention kernels in this process."""
     from ..kernels import _flash_bwd, _flash_fwd, _flash_fwd_tma
@@ -218,6 +285,8 @@ def run(quick: bool = False) -> dict:
         correct = all(c["passed"] for c in correctness if c.get("kernel") == "portable")
     tma = flash_module._tma_available(probe) and flash_module._TMA_FAILURE is None
     impls = (IMPLS + ("attnlib_flash_portable",) if tma else IMPLS) if correct else IMPLS[1:]
+    # First the ladder (a few seconds): how each step of the forward moves it, at the target's shapes.
+    ladder = time_ladder((4096,) if quick else (4096, 16384), warmup=warmup, rep=rep) if correct else []
     rows, skipped = [], []
     for shape in grid(quick):
         if time.perf_counter() - start > budget_s:
@@ -241,6 +310,8 @@ def run(quick: bool = False) -> dict:
         "correctness": correctness,
         "rows": rows,
         "ratios": ratios(rows),
+        # the forward step by step (LADDER) against SDPA, D=128: TFLOP/s and error vs SDPA-cuDNN
+        "ladder": ladder,
         "skipped": skipped,
         # what each kernel's autotuner chose, per (LQ, LK, BLOCK_D, CAUSAL[, GROUP], dtypes...) key
         "autotuned_configs": tuned,

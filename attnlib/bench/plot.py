@@ -16,8 +16,8 @@ from typing import Optional
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REFERENCE_FILE = "h200-baselines-reference.json"
 
-__all__ = ["RESULTS_DIR", "load_results", "load_reference_baselines", "plot_flash", "plot_reference_baselines",
-           "plot_rows", "plot_suite"]
+__all__ = ["RESULTS_DIR", "load_results", "load_reference_baselines", "plot_flash", "plot_ladder",
+           "plot_reference_baselines", "plot_rows", "plot_suite"]
 
 _STYLE = {"attnlib_flash": ("C3", "o", "-"), "attnlib_flash_portable": ("C6", "o", ":"), "sdpa_cudnn": ("C0", "s", "--"), "sdpa_flash": ("C1", "^", "--"),
           "sdpa_efficient": ("C2", "v", "--"), "flex": ("C4", "D", ":"), "plain_triton_fwd": ("C5", "x", ":")}
@@ -82,6 +82,35 @@ def plot_flash(results: dict):
     fig.suptitle(f"FlashAttention, bf16, {machine.get('gpu', '?')} (torch {machine.get('torch', '?')}, "
                  f"triton {machine.get('triton', '?')}, {machine.get('date_utc', '?')[:10]})", fontsize=10)
     axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_ladder(results: dict):
+    """The forward step by step (``results["ladder"]`` of the flash suite): TFLOP/s bars per (N, causal)."""
+    import matplotlib.pyplot as plt
+
+    ladder = results.get("ladder") or []
+    panels = sorted({(r["seq_len"], r["causal"]) for r in ladder})
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.6 * max(len(panels), 1), 3.4), squeeze=False,
+                             sharey=True)
+    for ax, (n, causal) in zip(axes[0], panels):
+        rows = [r for r in ladder if (r["seq_len"], r["causal"]) == (n, causal)]
+        names = [r["step"] for r in rows]
+        values = [r["tflops"] or 0.0 for r in rows]
+        colors = ["C0" if name.startswith("SDPA") else "C3" for name in names]
+        ax.barh(range(len(rows)), values, color=colors)
+        for i, r in enumerate(rows):
+            if r["tflops"] is None:
+                ax.text(0, i, "  did not run", va="center", fontsize=7)
+        ax.set_yticks(range(len(rows)), names, fontsize=7)
+        ax.invert_yaxis()  # the steps read top to bottom
+        ax.set_xlabel("TFLOP/s")
+        ax.set_title(f"D={rows[0]['head_dim']}, N={n}, {'causal' if causal else 'full'}", fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+    machine = results.get("machine", {})
+    fig.suptitle(f"The forward step by step, bf16, {machine.get('gpu', '?')} (triton {machine.get('triton', '?')})",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -142,45 +142,62 @@ def _forward(q, k, v, causal: bool, scale: float, kernel: str = "auto"):
     return _forward_portable(q, k, v, causal, scale)
 
 
-def _forward_portable(q, k, v, causal: bool, scale: float):
+def _fixed(config: Optional[tuple]) -> dict:
+    """``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` as launch keywords (the benchmark's step-by-step ladder)."""
+    if config is None:
+        return {}
+    if len(config) != 4 or not all(isinstance(x, int) and x > 0 for x in config):
+        raise ValueError(f"config must be (BLOCK_M, BLOCK_N, num_warps, num_stages), positive ints, got {config!r}")
+    bm, bn, warps, stages = config
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": warps, "num_stages": stages}
+
+
+def _forward_portable(q, k, v, causal: bool, scale: float, config: Optional[tuple] = None):
+    """The portable forward, autotuned; ``config=(BLOCK_M, BLOCK_N, num_warps, num_stages)`` fixes one instead."""
     b, h, lq, d = q.shape
     hk, lk = k.shape[1], k.shape[2]
     o = torch.empty_like(q)
     lse = torch.empty((b * h, lq), device=q.device, dtype=torch.float32)
     block_d = _block_d(d)
+    fixed = _fixed(config)
 
     def grid(meta):
         return (triton.cdiv(lq, meta["BLOCK_M"]), b * h)
 
-    flash_fwd_kernel[grid](
+    kernel = flash_fwd_kernel.fn if fixed else flash_fwd_kernel  # the @triton.jit function under the autotuner
+    kernel[grid](
         q, k, v, o, lse,
         *q.stride(), *k.stride(), *v.stride(), *o.stride(),
         h, h // hk, lq, lk, d, scale * _LOG2E,
-        CAUSAL=causal, BLOCK_D=block_d, EVEN_D=(block_d == d), PRECISION=_precision(q.dtype),
+        CAUSAL=causal, BLOCK_D=block_d, EVEN_D=(block_d == d), PRECISION=_precision(q.dtype), **fixed,
     )
     return o, lse
 
 
-def _forward_tma(q, k, v, causal: bool, scale: float):
-    """The same forward with tiles moved by tensor descriptors (see :mod:`._flash_fwd_tma`)."""
+def _forward_tma(q, k, v, causal: bool, scale: float, config: Optional[tuple] = None):
+    """The same forward with tiles moved by tensor descriptors (see :mod:`._flash_fwd_tma`); ``config`` as above."""
     if TensorDescriptor is None:
         raise RuntimeError("this Triton has no triton.tools.tensor_descriptor (TMA kernel unavailable)")
     b, h, lq, d = q.shape
     hk, lk = k.shape[1], k.shape[2]
     block_d = _block_d(d)
+    fixed = _fixed(config)
     q3 = q.reshape(b * h, lq, d).contiguous()  # (B*H, Lq, D): a tile never crosses into the next head
     k3 = k.reshape(b * hk, lk, d).contiguous()
     v3 = v.reshape(b * hk, lk, d).contiguous()
     o3 = torch.empty_like(q3)
     lse = torch.empty((b * h, lq), device=q.device, dtype=torch.float32)
-    descs = [descriptor(x, 16, block_d) for x in (q3, k3, v3, o3)]  # tile shapes are set per config
+    # Tile shapes: the autotuner sets them per configuration (a pre-hook); a fixed one sets them here.
+    rows = (fixed.get("BLOCK_M", 16), fixed.get("BLOCK_N", 16), fixed.get("BLOCK_N", 16), fixed.get("BLOCK_M", 16))
+    descs = [descriptor(x, r, block_d) for x, r in zip((q3, k3, v3, o3), rows)]
 
     def grid(meta):
         return (triton.cdiv(lq, meta["BLOCK_M"]), b * h)
 
-    flash_fwd_tma_kernel[grid](
+    kernel = flash_fwd_tma_kernel.fn if fixed else flash_fwd_tma_kernel
+    kernel[grid](
         *descs, lse, h, h // hk, lq, lk, scale * _LOG2E,
-        CAUSAL=causal, BLOCK_D=block_d, PRECISION=_precision(q.dtype),
+        CAUSAL=causal, BLOCK_D=block_d, PRECISION=_precision(q.dtype), **fixed,
     )
     return o3.reshape(b, h, lq, d), lse
 
