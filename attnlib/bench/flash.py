@@ -230,7 +230,13 @@ def _ladder_step(kernel: str, config, q, k, v, causal: bool):
 
     forward = flash._forward_tma if kernel == "tma" else flash._forward_portable
     scale = q.shape[-1] ** -0.5
-    return lambda: forward(q, k, v, causal, scale, config)[0]
+
+    def step():
+        if kernel == "tma" and flash._TMA_FAILURE is not None:  # failed to compile or the check: not timed
+            raise RuntimeError(f"the TMA kernel is off: {flash._TMA_FAILURE[:150]}")
+        return forward(q, k, v, causal, scale, config)[0]
+
+    return step
 
 
 def autotuned_configs() -> dict:
