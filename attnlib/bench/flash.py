@@ -12,7 +12,10 @@ For each shape it times, with :func:`attnlib.bench.timing.bench_ms` (a
 
 and reports TFLOP/s (:func:`attnlib.bench.attention_flops`) and attnlib's ratio to each
 backend. Before any timing it checks the kernel's output and gradients against SDPA's
-math backend in float32 at odd lengths; a kernel that fails is not timed.
+math backend in float32 at odd lengths; a kernel that fails is not timed. Before the grid
+it times the forward one change at a time (:data:`LADDER`: fixed 128x64 tiles as in a plain
+kernel, 128x128 tiles, autotuning, each with and without tensor descriptors) at head dim
+128, N = 4k and 16k, against SDPA's cuDNN and flash backends (:func:`time_ladder`).
 
 ``run(quick=True)`` measures a smaller grid with shorter repetitions.
 """
@@ -168,7 +171,7 @@ def _measure(shape, impls, warmup, rep, device, dtype, timer) -> list[dict]:
     return rows
 
 
-# The forward, one change at a time (lab 16's steps), at the shapes of the performance target.
+# The forward, one change at a time (the path lab 16 walks), at the shapes of the performance target.
 # (name, kernel, fixed (BLOCK_M, BLOCK_N, num_warps, num_stages) or None for autotuned)
 LADDER = (
     ("portable 128x64, 8 warps, 3 stages", "portable", (128, 64, 8, 3)),  # the baselines' plain kernel's tile
