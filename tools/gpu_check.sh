@@ -66,7 +66,7 @@ for d in 128 64; do
 done
 for pid in "${pids[@]}"; do wait "$pid" || true; done
 cat /tmp/compile-*.txt >>"$LOG"
-grep -h "kernels compiled in\|PROBLEM\|UNUSABLE\|ALL SPILL" /tmp/compile-*.txt | sort | uniq -c | tail -20
+grep -h "kernels compiled in\|PROBLEM\|UNUSABLE\|ALL SPILL\|NO WGMMA" /tmp/compile-*.txt | sort | uniq -c | tail -20
 echo "Triton cache entries: $(ls "$TRITON_CACHE_DIR" | wc -l) (after $(elapsed) s)" | tee -a "$LOG"
 
 echo "== kernel tests on CUDA (one config per shape: ATTNLIB_FLASH_AUTOTUNE=0) =="
