@@ -171,3 +171,18 @@ def test_set_repo_url_rewrites_config_sources_twins_and_labs(tmp_path):
         assert "attention-course/attention-from-theory-to-triton" not in path.read_text(), path
     check = subprocess.run([sys.executable, "tools/sync.py", "--check"], cwd=copy, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_gpu_check_script_parses_and_names_files_that_exist():
+    """tools/gpu_check.sh runs once per lent GPU, unattended: it must at least parse and point at real files."""
+    import glob
+    import re
+    import subprocess
+
+    script = ROOT / "tools" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    for path in set(re.findall(r"\b(?:tools|tests|solutions|chapters)/[\w./\[\]*-]+", text)):
+        path = path.rstrip(".")
+        assert glob.glob(str(ROOT / path)), f"gpu_check.sh names {path}, which matches no file"
+    assert "--set bench" in text and "DEADLINE" in text and "$OUT" in text  # the steps the header promises
