@@ -140,9 +140,10 @@ def test_autotuned_configs_are_recorded_as_text(monkeypatch):
 def test_ladder_logic_runs_in_the_interpreter():
     """Each step of the forward (fixed tiles, autotuned, TMA) computes SDPA's function; refusals are recorded."""
     pytest.importorskip("triton")
-    from attnlib.bench.flash import LADDER, time_ladder
+    from attnlib.bench.flash import LADDER, ladder_lines, time_ladder
 
-    steps = [("portable 16x32, 4 warps, 2 stages", "portable", (16, 32, 4, 2)), ("portable, autotuned", "portable", None),
+    steps = [("portable 16x32, 4 warps, 2 stages", "portable", (16, 32, 4, 2)),
+             ("portable, autotuned", "portable", None),
              ("TMA 32x16, 4 warps, 2 stages", "tma", (32, 16, 4, 2))]
     rows = time_ladder((24,), head_dim=16, dtype=torch.float32, timer=_cpu_timer, device="cpu", steps=steps,
                        tokens=48, model_dim=32)  # B=2, H=2
@@ -152,5 +153,11 @@ def test_ladder_logic_runs_in_the_interpreter():
         assert (r["tflops"] is None) == (r["error"] is not None)
         if r["step"] != "SDPA cuDNN":  # no cuDNN on a CPU: recorded, not fatal
             assert r["error"] is None and r["rel_error_vs_sdpa_flash"] < 1e-4, r
+    lines = ladder_lines(rows)
+    assert len(lines) == len(rows) and "did not run (" in lines[len(steps)]  # SDPA cuDNN on a CPU
+    assert not any("x SDPA-cuDNN" in line for line in lines)  # no cuDNN number to divide by
+    measured = [{"step": "TMA 128x64", "seq_len": 4096, "causal": True, "head_dim": 128, "tflops": 450.0},
+                {"step": "SDPA cuDNN", "seq_len": 4096, "causal": True, "head_dim": 128, "tflops": 500.0}]
+    assert ladder_lines(measured)[0].endswith("450.0 TFLOP/s = 0.90x SDPA-cuDNN")
     assert [name for name, _, _ in LADDER][-1].startswith("TMA, autotuned")
     assert all(kernel in ("portable", "tma") for _, kernel, _ in LADDER)

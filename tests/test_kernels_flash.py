@@ -233,6 +233,31 @@ def test_fixed_tile_forwards_match_the_autotuned_one(case):
         flash._forward_portable(q, k, v, causal, scale, (16, 16, 4))
 
 
+def test_a_fixed_configuration_is_the_one_launched(monkeypatch):
+    """The ladder times what it says: the fixed tiles reach the kernel (and the TMA descriptors), untuned."""
+    from attnlib.kernels import flash
+
+    q, k, v = _inputs(1, 2, 2, 20, 24, 16, torch.float32, seed=5)
+    launches = []
+    targets = [(flash, "_forward_portable", flash.flash_fwd_kernel.fn)]
+    if flash.TensorDescriptor is not None:
+        targets.append((flash, "_forward_tma", flash.flash_fwd_tma_kernel.fn))
+    for _, name, jit in targets:
+        original = jit.run
+
+        def spy(*args, original=original, **kwargs):
+            launches.append((args, kwargs))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(jit, "run", spy)
+        getattr(flash, name)(q, k, v, False, 0.25, (16, 32, 4, 2))
+        args, kwargs = launches[-1]
+        assert (kwargs["BLOCK_M"], kwargs["BLOCK_N"], kwargs["num_warps"], kwargs["num_stages"]) == (16, 32, 4, 2)
+        if name == "_forward_tma":  # q/o tiles of BLOCK_M rows, k/v tiles of BLOCK_N rows
+            assert [list(d.block_shape) for d in args[:4]] == [[1, 16, 16], [1, 32, 16], [1, 32, 16], [1, 16, 16]]
+    assert len(launches) == len(targets)
+
+
 def test_kernel_argument_is_checked():
     q, k, v = _inputs(1, 1, 1, 4, 4, 16, torch.float32, seed=0)
     with pytest.raises(ValueError, match="kernel must be one of"):

@@ -70,14 +70,10 @@ def main(argv=None) -> int:
 
 def _print_flash_summary(results: dict) -> None:
     """A short table (the tail of the output is what a remote run shows)."""
-    ladder = results.get("ladder") or []
-    cudnn = {(r["seq_len"], r["causal"]): r["tflops"] for r in ladder if r["step"] == "SDPA cuDNN"}
-    for r in ladder:
-        base = cudnn.get((r["seq_len"], r["causal"]))
-        share = f" = {r['tflops'] / base:.2f}x cuDNN" if r["tflops"] and base else ""
-        speed = f"{r['tflops']:6.1f} TFLOP/s" if r["tflops"] else f"did not run ({r.get('error')})"
-        print(f"ladder D={r['head_dim']} N={r['seq_len']:>5} {'causal' if r['causal'] else 'full  '} "
-              f"{r['step']:<40} {speed}{share}")
+    from .flash import ladder_lines
+
+    for line in ladder_lines(results.get("ladder") or []):
+        print("ladder", line)
     print(f"forward kernel: {results.get('forward_kernel')} (TMA failure: {results.get('tma_failure')})")
     print(f"kernel correct: {results.get('kernel_correct')}; largest relative error against SDPA at the "
           f"timed shapes: {results.get('max_rel_error_vs_sdpa')}; skipped shapes: {len(results.get('skipped', []))}")

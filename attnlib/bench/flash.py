@@ -33,8 +33,8 @@ import torch.nn.functional as F
 
 from .timing import attention_tflops, bench_ms
 
-__all__ = ["run", "grid", "check_correctness", "time_shape", "time_ladder", "ratios", "autotuned_configs", "IMPLS",
-           "LADDER"]
+__all__ = ["run", "grid", "check_correctness", "time_shape", "time_ladder", "ladder_lines", "ratios",
+           "autotuned_configs", "IMPLS", "LADDER"]
 
 TOKENS = 16384
 MODEL_DIM = 2048
@@ -225,6 +225,19 @@ def time_ladder(seq_lens=(4096, 16384), head_dim: int = 128, *, warmup: int = 20
         if torch.device(device).type == "cuda":
             torch.cuda.empty_cache()
     return rows
+
+
+def ladder_lines(ladder: list[dict]) -> list[str]:
+    """One line per ladder row: TFLOP/s and the share of SDPA-cuDNN's in the same run (for printing)."""
+    cudnn = {(r["seq_len"], r["causal"]): r["tflops"] for r in ladder if r["step"] == "SDPA cuDNN"}
+    lines = []
+    for r in ladder:
+        base = cudnn.get((r["seq_len"], r["causal"]))
+        speed = f"{r['tflops']:6.1f} TFLOP/s" if r["tflops"] else "did not run" + (f" ({r['error']})" if r.get("error") else "")
+        share = f" = {r['tflops'] / base:.2f}x SDPA-cuDNN" if r["tflops"] and base else ""
+        lines.append(f"D={r['head_dim']} N={r['seq_len']:>5} {'causal' if r['causal'] else 'full  '} "
+                     f"{r['step']:<40} {speed}{share}")
+    return lines
 
 
 def _ladder_step(kernel: str, config, q, k, v, causal: bool):

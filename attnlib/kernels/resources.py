@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from ._interpreter_compat import interpreting
+
 __all__ = ["SHARED_LIMIT", "shared_limit", "AheadOfTimeCompiler", "compile_report", "forward_report",
            "forward_report_in_subprocess", "matrix_instructions"]
 
@@ -54,7 +56,7 @@ _RESOURCES = re.compile(r"Function (\w+):\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) L
 
 
 def _require_compiler_mode() -> None:
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    if interpreting():
         raise RuntimeError("compiling for a GPU needs Triton without TRITON_INTERPRET: unset it before Triton is "
                            "imported, or use forward_report_in_subprocess()")
 
@@ -141,16 +143,15 @@ class AheadOfTimeCompiler:
     def compile_autotuned(self, tuner, *args, **kwargs):
         """Compile an autotuned launch once per configuration pruning keeps (or every one: ``all_configs``)."""
         nargs = dict(zip(tuner.arg_names, args))
-        meta = {k: v for k, v in kwargs.items() if k not in ("grid", "warmup")}
+        meta = {k: v for k, v in kwargs.items() if k not in ("grid", "warmup")}  # the launch's own keywords
         kept = tuner.configs
         if tuner.early_config_prune and not self.no_prune:
             kept = tuner.early_config_prune(tuner.configs, nargs, **meta)
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("grid", "warmup")}
         for config in tuner.configs if self.all_configs else kept:
             full = {**nargs, **meta, **config.all_kwargs()}
             if config.pre_hook:
                 config.pre_hook(full)  # e.g. the TMA kernel's descriptor tile shapes
-            self.compile_launch(tuner.fn, *args, kept=any(config is c for c in kept), **kwargs, **config.all_kwargs())
+            self.compile_launch(tuner.fn, *args, kept=any(config is c for c in kept), **meta, **config.all_kwargs())
 
     def _resources(self, kernel) -> dict:
         with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
