@@ -15,7 +15,7 @@ import torch
 from attnlib.bench import attention_flops
 from attnlib.bench.__main__ import main
 from attnlib.bench.flash import grid, ratios
-from attnlib.bench.plot import (load_reference_baselines, load_results, plot_flash, plot_ladder,
+from attnlib.bench.plot import (load_reference_baselines, load_results, plot_backward, plot_flash, plot_ladder,
                                 plot_reference_baselines, plot_rows)
 from attnlib.bench.timing import attention_tflops, tflops
 
@@ -83,6 +83,17 @@ def test_plots_draw(tmp_path):
     fig = plot_ladder({"ladder": ladder, "machine": {"gpu": "test rows"}})
     assert len(fig.axes) == 4 and len(fig.axes[0].patches) == 3
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["portable 128x64", "TMA, autotuned", "SDPA cuDNN"]
+    backward = [{"part": part, "config": config, "seq_len": 4096, "causal": c, "head_dim": 128, "ms": ms, "tflops": t}
+                for c in (False, True)
+                for part, config, ms, t in (("delta", "-", 0.05, None),
+                                            ("dK/dV", "16x128, 8 warps, 3 stages", 2.0, 300.0),
+                                            ("dQ", "autotuned", None, None),
+                                            ("SDPA flash backward", "-", 3.0, 250.0))]
+    fig = plot_backward({"backward": backward, "machine": {"gpu": "test rows"}})
+    assert len(fig.axes) == 2 and len(fig.axes[0].patches) == 4
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [
+        "delta", "dK/dV 16x128, 8 warps, 3 stages", "dQ autotuned", "SDPA flash backward"]
+    assert "  did not run" in [t.get_text() for t in fig.axes[0].texts]
 
 
 def test_load_results_ignores_the_reference_file(tmp_path):
@@ -159,5 +170,51 @@ def test_ladder_logic_runs_in_the_interpreter():
     measured = [{"step": "TMA 128x64", "seq_len": 4096, "causal": True, "head_dim": 128, "tflops": 450.0},
                 {"step": "SDPA cuDNN", "seq_len": 4096, "causal": True, "head_dim": 128, "tflops": 500.0}]
     assert ladder_lines(measured)[0].endswith("450.0 TFLOP/s = 0.90x SDPA-cuDNN")
+    assert "WRONG" not in "".join(lines)
+    assert ladder_lines([{**measured[0], "rel_error_vs_sdpa_cudnn": 0.1}])[0].endswith(
+        "450.0 TFLOP/s WRONG: relative error 0.1 against sdpa_cudnn")
     assert [name for name, _, _ in LADDER][-1].startswith("TMA, autotuned")
     assert all(kernel in ("portable", "tma") for _, kernel, _ in LADDER)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real breakdown in tools/gpu_check.sh")
+def test_backward_breakdown_runs_in_the_interpreter():
+    """Each backward kernel with each candidate tile computes SDPA's gradients; shares add up; refusals recorded."""
+    pytest.importorskip("triton")
+    from attnlib.bench.flash import BACKWARD_PRODUCTS, backward_candidates, backward_lines, time_backward
+
+    assert backward_candidates("dK/dV", 128, device="cpu") == [(16, 16, 1, 1)]  # the interpreter's one config
+    candidates = {"dK/dV": [(16, 32, 4, 2)], "dQ": [(32, 16, 4, 1), (16, 16, 4, 2)]}
+    rows = time_backward((24,), head_dim=16, dtype=torch.float32, timer=_cpu_timer, device="cpu",
+                         tokens=48, model_dim=32, candidates=candidates)  # B=2, H=2
+    expected = [("delta", "-"), ("dK/dV", "16x32, 4 warps, 2 stages"), ("dK/dV", "autotuned"),
+                ("dQ", "32x16, 4 warps, 1 stages"), ("dQ", "16x16, 4 warps, 2 stages"), ("dQ", "autotuned"),
+                ("attnlib backward", "autotuned"), ("SDPA cuDNN backward", "-"), ("SDPA flash backward", "-")]
+    assert [(r["part"], r["config"]) for r in rows] == expected * 2
+    assert [r["causal"] for r in rows] == [False] * 9 + [True] * 9
+    for r in rows:
+        if r["part"] == "SDPA cuDNN backward":  # no cuDNN on a CPU: recorded, not fatal
+            assert r["ms"] is None and r["error"]
+            continue
+        assert r["error"] is None and r["ms"] > 0, r
+        assert (r["tflops"] is None) == (r["part"] == "delta")
+        if r["part"] in BACKWARD_PRODUCTS or r["part"] == "attnlib backward":
+            assert r["rel_error_vs_sdpa_flash"] < 1e-4, r
+            assert r["rel_error_vs_sdpa_cudnn"] is None
+    full = {(r["part"], r["config"]): r for r in rows if not r["causal"]}
+    # a kernel's rate counts the products it executes: dK/dV 4 per head, dQ 3; the whole backward 5 (2.5x forward)
+    per_product = 2 * 2 * 2 * 24 * 24 * 16
+    assert full[("dQ", "autotuned")]["tflops"] == pytest.approx(3 * per_product / full[("dQ", "autotuned")]["ms"] / 1e9)
+    whole = full[("attnlib backward", "autotuned")]
+    assert whole["tflops"] == pytest.approx(5 * per_product / whole["ms"] / 1e9)
+    lines = backward_lines(rows)
+    assert len(lines) == len(rows) and "did not run (" in lines[7]
+    measured = [{"part": p, "config": c, "seq_len": 4096, "causal": False, "head_dim": 128, "ms": ms, "tflops": tf}
+                for p, c, ms, tf in (("dK/dV", "autotuned", 3.0, 300.0), ("attnlib backward", "autotuned", 4.0, 350.0))]
+    assert backward_lines(measured)[0].endswith("3.000 ms  300.0 TFLOP/s =  75% of attnlib's backward")
+    measured[0]["rel_error_vs_sdpa_flash"] = 0.5  # a tile that computes something else is flagged, not hidden
+    measured[1]["rel_error_vs_sdpa_flash"] = float("nan")
+    lines = backward_lines(measured)
+    assert lines[0].endswith("of attnlib's backward WRONG: relative error 0.5 against sdpa_flash")
+    assert lines[1].endswith("WRONG: relative error nan against sdpa_flash")
+    assert "WRONG" not in "".join(backward_lines(rows))

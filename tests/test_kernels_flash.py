@@ -258,6 +258,53 @@ def test_a_fixed_configuration_is_the_one_launched(monkeypatch):
     assert len(launches) == len(targets)
 
 
+@pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[5]], ids=["causal_odd", "fully_masked_rows", "gqa"])
+def test_fixed_tile_backward_kernels_match_the_autotuned_ones(case):
+    """The benchmark's backward breakdown times each kernel with one configuration: same gradients."""
+    from attnlib.kernels import flash
+
+    b, hq, hk, lq, lk, d, causal = case
+    q, k, v = _inputs(b, hq, hk, lq, lk, d, torch.float32, seed=5 * lq + lk)
+    do = torch.randn_like(q)
+    scale = d ** -0.5
+    o, lse = flash._forward_portable(q, k, v, causal, scale)
+    dq, dk, dv = flash._backward(q, k, v, o, lse, do, causal, scale)
+    delta = flash._backward_delta(o, do)
+    torch.testing.assert_close(delta.reshape(q.shape[:-1]), (o * do).sum(-1), rtol=1e-5, atol=1e-5)
+    for config in ((16, 32, 4, 2), (32, 16, 4, 1)):
+        fixed_dk, fixed_dv = flash._backward_dkdv(q, k, v, do, lse, delta, causal, scale, config)
+        fixed_dq = flash._backward_dq(q, k, v, do, lse, delta, causal, scale, config)
+        for name, got, want in (("dq", fixed_dq, dq), ("dk", fixed_dk, dk), ("dv", fixed_dv, dv)):
+            _assert_close(got, want, TOL[torch.float32], f"{name} with tiles {config}")
+    with pytest.raises(ValueError, match=r"config must be \(BLOCK_M, BLOCK_N, num_warps, num_stages\)"):
+        flash._backward_dq(q, k, v, do, lse, delta, causal, scale, (16, 0, 4, 2))
+
+
+def test_a_fixed_backward_configuration_is_the_one_launched(monkeypatch):
+    """The fixed tiles reach the dK/dV and dQ kernels themselves, past their autotuners."""
+    from attnlib.kernels import flash
+
+    q, k, v = _inputs(1, 2, 1, 20, 24, 16, torch.float32, seed=6)
+    do = torch.randn_like(q)
+    o, lse = flash._forward_portable(q, k, v, True, 0.25)
+    delta = flash._backward_delta(o, do)
+    launches = {}
+    for name, jit in (("dkdv", flash.flash_bwd_dkdv_kernel.fn), ("dq", flash.flash_bwd_dq_kernel.fn)):
+        def spy(*args, original=jit.run, name=name, **kwargs):
+            launches[name] = (kwargs, kwargs["grid"])
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(jit, "run", spy)
+    flash._backward_dkdv(q, k, v, do, lse, delta, True, 0.25, (16, 32, 4, 2))
+    flash._backward_dq(q, k, v, do, lse, delta, True, 0.25, (16, 32, 4, 2))
+    assert set(launches) == {"dkdv", "dq"}
+    for name, (kwargs, grid) in launches.items():
+        assert (kwargs["BLOCK_M"], kwargs["BLOCK_N"], kwargs["num_warps"], kwargs["num_stages"]) == (16, 32, 4, 2)
+    # one program per 32-key tile of the one K/V head; one per 16-query tile of each of the two query heads
+    assert tuple(launches["dkdv"][1](launches["dkdv"][0])) == (1, 1)
+    assert tuple(launches["dq"][1](launches["dq"][0])) == (2, 2)
+
+
 def test_kernel_argument_is_checked():
     q, k, v = _inputs(1, 1, 1, 4, 4, 16, torch.float32, seed=0)
     with pytest.raises(ValueError, match="kernel must be one of"):

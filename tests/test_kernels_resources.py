@@ -1,4 +1,4 @@
-"""attnlib.kernels.resources: the forward's tiles compiled for a GPU without one (lab 16 shows these).
+"""attnlib.kernels.resources: the flash kernels' tiles compiled for a GPU without one (labs 16, 17 show these).
 
 The compiler's numbers change with the Triton version; the relations checked here do not:
 more pipeline stages take more shared memory, the same tile on fewer warps takes more
@@ -22,7 +22,7 @@ TILES = [(128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 2), (128, 128, 8, 3), (
 
 @needs_tools
 def test_forward_tiles_on_hopper():
-    rows = resources.forward_report_in_subprocess(head_dim=128, dtype="float16", arch=90, configs=TILES)
+    rows = resources.flash_report_in_subprocess(head_dim=128, dtype="float16", arch=90, configs=TILES)
     assert [(r["BLOCK_M"], r["BLOCK_N"], r["num_warps"], r["num_stages"]) for r in rows] == TILES
     assert all(r["error"] is None and r["head_dim"] == 128 and r["kernel"] == "_flash_fwd_kernel" for r in rows)
     by_tile = {(r["BLOCK_M"], r["BLOCK_N"], r["num_warps"], r["num_stages"]): r for r in rows}
@@ -40,9 +40,21 @@ def test_forward_tiles_on_hopper():
 
 
 @needs_tools
+def test_backward_kernels_are_reported_alone():
+    """kernel="dq" (or "dkdv") compiles that backward kernel's tiles only, not delta's or the other one's."""
+    tiles = [(64, 64, 8, 3), (64, 64, 4, 3)]
+    rows = resources.flash_report_in_subprocess(kernel="dq", head_dim=128, dtype="bfloat16", arch=90, configs=tiles)
+    assert [(r["kernel"], r["BLOCK_M"], r["BLOCK_N"], r["num_warps"], r["num_stages"]) for r in rows] == [
+        ("_flash_bwd_dq_kernel", *t) for t in tiles]
+    assert all(r["error"] is None and r["case"] == "flash backward (dq)" for r in rows)
+    assert rows[1]["registers"] >= rows[0]["registers"]  # the same tile over half the threads
+    assert all(r["matrix_instructions"]["HGMMA"] > 0 for r in rows)
+
+
+@needs_tools
 def test_a_small_gpu_keeps_fewer_tiles():
     """On a T4 (sm_75, 64 KiB per block) the H200's default tile does not fit, and pruning knows it."""
-    rows = resources.forward_report_in_subprocess(head_dim=128, dtype="float16", arch=75,
+    rows = resources.flash_report_in_subprocess(head_dim=128, dtype="float16", arch=75,
                                                   configs=[(128, 64, 8, 3), (64, 32, 4, 2)])
     big, small = rows
     assert not big["fits_shared"] and not big["kept_by_pruning"]
@@ -51,18 +63,18 @@ def test_a_small_gpu_keeps_fewer_tiles():
 
 def test_compiling_in_the_interpreter_is_refused_with_the_way_out(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    with pytest.raises(RuntimeError, match="TRITON_INTERPRET.*forward_report_in_subprocess"):
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET.*flash_report_in_subprocess"):
         resources.AheadOfTimeCompiler(90)
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"kernel": "fast"}, "kernel must be 'portable' or 'tma'"),
+    ({"kernel": "fast"}, "kernel must be one of 'portable', 'tma', 'dkdv', 'dq'"),
     ({"kernel": "tma", "arch": 80}, "arch >= 90"),
     ({"dtype": "half-ish"}, "dtype must name a torch dtype"),
 ])
 def test_bad_arguments_name_what_was_expected(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        resources.forward_report(**kwargs)
+        resources.flash_report(**kwargs)
 
 
 def test_bad_configs_on_the_command_line():

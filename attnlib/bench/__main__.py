@@ -70,10 +70,12 @@ def main(argv=None) -> int:
 
 def _print_flash_summary(results: dict) -> None:
     """A short table (the tail of the output is what a remote run shows)."""
-    from .flash import ladder_lines
+    from .flash import backward_lines, ladder_lines
 
     for line in ladder_lines(results.get("ladder") or []):
         print("ladder", line)
+    for line in backward_lines(results.get("backward") or []):
+        print("backward", line)
     print(f"forward kernel: {results.get('forward_kernel')} (TMA failure: {results.get('tma_failure')})")
     print(f"kernel correct: {results.get('kernel_correct')}; largest relative error against SDPA at the "
           f"timed shapes: {results.get('max_rel_error_vs_sdpa')}; skipped shapes: {len(results.get('skipped', []))}")

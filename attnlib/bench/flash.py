@@ -15,7 +15,9 @@ backend. Before any timing it checks the kernel's output and gradients against S
 math backend in float32 at odd lengths; a kernel that fails is not timed. Before the grid
 it times the forward one change at a time (:data:`LADDER`: fixed 128x64 tiles as in a plain
 kernel, 128x128 tiles, autotuning, each with and without tensor descriptors) at head dim
-128, N = 4k and 16k, against SDPA's cuDNN and flash backends (:func:`time_ladder`).
+128, N = 4k and 16k, against SDPA's cuDNN and flash backends (:func:`time_ladder`), and the
+backward kernel by kernel, each with every tile its autotuner chooses from, against SDPA's
+backward alone (:func:`time_backward`).
 
 ``run(quick=True)`` measures a smaller grid with shorter repetitions.
 """
@@ -31,10 +33,12 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from .flops import attention_flops
 from .timing import attention_tflops, bench_ms
 
-__all__ = ["run", "grid", "check_correctness", "time_shape", "time_ladder", "ladder_lines", "ratios",
-           "autotuned_configs", "IMPLS", "LADDER"]
+__all__ = ["run", "grid", "check_correctness", "time_shape", "time_ladder", "ladder_lines", "time_backward",
+           "backward_candidates", "backward_lines", "ratios", "autotuned_configs", "IMPLS", "LADDER",
+           "BACKWARD_PRODUCTS"]
 
 TOKENS = 16384
 MODEL_DIM = 2048
@@ -155,8 +159,8 @@ def _measure(shape, impls, warmup, rep, device, dtype, timer) -> list[dict]:
                 _sync(device)
                 fb_ms = timer(fwd_bwd, warmup=warmup, rep=rep, grad_to_none=[q, k, v])
         except Exception as e:  # noqa: BLE001 - a backend that refuses a shape is reported, not fatal
-            rows.append({**row_base, "mode": "fwd", "ms": None, "tflops": None, "error": f"{type(e).__name__}: {e}"})
-            rows.append({**row_base, "mode": "fwd_bwd", "ms": None, "tflops": None, "error": f"{type(e).__name__}: {e}"})
+            for mode in ("fwd", "fwd_bwd"):
+                rows.append({**row_base, "mode": mode, "ms": None, "tflops": None, "error": f"{type(e).__name__}: {e}"})
             continue
         for mode, ms in (("fwd", fwd_ms), ("fwd_bwd", fb_ms)):
             rows.append({**row_base, "mode": mode, "ms": ms,
@@ -233,11 +237,19 @@ def ladder_lines(ladder: list[dict]) -> list[str]:
     lines = []
     for r in ladder:
         base = cudnn.get((r["seq_len"], r["causal"]))
-        speed = f"{r['tflops']:6.1f} TFLOP/s" if r["tflops"] else "did not run" + (f" ({r['error']})" if r.get("error") else "")
+        speed = (f"{r['tflops']:6.1f} TFLOP/s" if r["tflops"]
+                 else "did not run" + (f" ({r['error']})" if r.get("error") else ""))
         share = f" = {r['tflops'] / base:.2f}x SDPA-cuDNN" if r["tflops"] and base else ""
         lines.append(f"D={r['head_dim']} N={r['seq_len']:>5} {'causal' if r['causal'] else 'full  '} "
-                     f"{r['step']:<40} {speed}{share}")
+                     f"{r['step']:<40} {speed}{share}{_wrong(r)}")
     return lines
+
+
+def _wrong(row: dict) -> str:
+    """A warning for a printed row whose output disagrees with an SDPA backend's (empty if none does)."""
+    errors = {k[len("rel_error_vs_"):]: v for k, v in row.items() if k.startswith("rel_error_vs_") and v is not None}
+    bad = {k: v for k, v in errors.items() if not v < _CHECK_TOL}  # `not <` also catches NaN
+    return "".join(f" WRONG: relative error {v:.3g} against {k}" for k, v in bad.items())
 
 
 def _ladder_step(kernel: str, config, q, k, v, causal: bool):
@@ -253,6 +265,131 @@ def _ladder_step(kernel: str, config, q, k, v, causal: bool):
         return forward(q, k, v, causal, scale, config)[0]
 
     return step
+
+
+# The backward, one kernel at a time (what lab 17 builds), at the forward ladder's first shape.
+BACKWARD_PRODUCTS = {"dK/dV": 4, "dQ": 3}  # matmuls each kernel executes: S again, dV, dP, dK; S, dP, dQ
+
+
+def backward_candidates(kernel: str, head_dim: int, dtype=torch.bfloat16, device="cuda") -> list[tuple]:
+    """The ``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` the autotuner of ``kernel`` ("dK/dV" or "dQ") times here.
+
+    The search space after pruning for this head dim and dtype (on this device's shared memory),
+    in the tuner's order: the first is what runs without autotuning.
+    """
+    from ..kernels import _flash_config
+    from ..kernels.flash import _block_d
+
+    space = {"dK/dV": _flash_config.bwd_dkdv_configs, "dQ": _flash_config.bwd_dq_configs}[kernel]()
+    probe = torch.empty(0, device=device, dtype=dtype)  # pruning reads the element size from a tensor argument
+    kept = _flash_config.prune_configs(space, {"Q": probe, "BLOCK_D": _block_d(head_dim)})
+    return [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in kept]
+
+
+def time_backward(seq_lens=(4096,), head_dim: int = 128, *, warmup: int = 20, rep: int = 60,
+                  dtype=torch.bfloat16, timer=bench_ms, device="cuda", tokens: int = TOKENS,
+                  model_dim: int = MODEL_DIM, candidates: dict | None = None) -> list[dict]:
+    """Where the backward's time goes: each of its kernels, each candidate configuration, against SDPA's.
+
+    Rows (``part``, ``config``): ``delta`` (rowsum(dO * O), memory-bound: ms only), ``dK/dV`` and
+    ``dQ`` with each configuration their autotuner chooses from (:func:`backward_candidates`,
+    or ``candidates``) and autotuned, attnlib's whole backward (the three kernels, autotuned), and
+    the backward alone of SDPA's cuDNN and flash backends (the graph of one forward, replayed).
+    A kernel's TFLOP/s counts the products it executes (:data:`BACKWARD_PRODUCTS`, each
+    ``2 * Lq * Lk * D`` per head, halved when causal); a whole backward's counts the papers'
+    convention, 2.5x the forward. Each kernel's gradients are compared with each SDPA backend's.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from ..kernels import flash
+
+    rows = []
+    for n in seq_lens:
+        b, h = tokens // n, model_dim // head_dim
+        gen = torch.Generator(device=device).manual_seed(11 * n + head_dim)
+        q, k, v, do = (torch.randn(b, h, n, head_dim, device=device, dtype=dtype, generator=gen) for _ in range(4))
+        scale = head_dim ** -0.5
+        fwd_flops = attention_flops(b, h, n, n, head_dim, causal=False)
+        for causal in (False, True):
+            per_product = fwd_flops / 2 / (2 if causal else 1)  # one L x L x D product, in FLOPs
+            o, lse = flash._forward(q, k, v, causal, scale)
+            delta = flash._backward_delta(o, do)
+            base = {"seq_len": n, "head_dim": head_dim, "causal": causal, "batch": b, "heads": h}
+            timed = [("delta", "-", partial(flash._backward_delta, o, do), None, None)]
+            for part, run_part in (("dK/dV", flash._backward_dkdv), ("dQ", flash._backward_dq)):
+                configs = (candidates or {}).get(part) or backward_candidates(part, head_dim, dtype, device)
+                for config in [*configs, None]:
+                    label = "autotuned" if config is None else "{}x{}, {} warps, {} stages".format(*config)
+                    fn = partial(run_part, q, k, v, do, lse, delta, causal, scale, config)
+                    timed.append((part, label, fn, BACKWARD_PRODUCTS[part] * per_product, None))
+            bwd_flops = 2.5 * fwd_flops / (2 if causal else 1)  # the convention's five products
+            timed.append(("attnlib backward", "autotuned",
+                          partial(flash._backward, q, k, v, o, lse, do, causal, scale), bwd_flops, None))
+            leaves = [x.detach().clone().requires_grad_() for x in (q, k, v)]
+            for name, backend in (("SDPA cuDNN backward", "CUDNN_ATTENTION"),
+                                  ("SDPA flash backward", "FLASH_ATTENTION")):
+                timed.append((name, "-", partial(_sdpa_backward, leaves, do, causal), bwd_flops,
+                              sdpa_kernel(getattr(SDPBackend, backend))))
+            grads = {}
+            for part, label, fn, flops, pinned in timed:
+                row = {**base, "part": part, "config": label}
+                try:
+                    with pinned or contextlib.nullcontext():
+                        out = fn()  # warm-up: compiles, autotunes (and for SDPA, builds the graph once)
+                        _sync(device)
+                        ms = timer(out[-1] if part.startswith("SDPA") else fn, warmup=warmup, rep=rep)
+                    grads[(part, label)] = out[:-1] if part.startswith("SDPA") else out
+                    row.update(ms=ms, tflops=flops / ms / 1e9 if flops else None, error=None)
+                except Exception as e:  # noqa: BLE001 - recorded: no cuDNN here, a tile that does not launch
+                    row.update(ms=None, tflops=None, error=f"{type(e).__name__}: {str(e)[:200]}")
+                rows.append(row)
+            for row in rows[-len(timed):]:
+                for ref in ("SDPA cuDNN backward", "SDPA flash backward"):
+                    key = "rel_error_vs_" + ref.lower().replace(" backward", "").replace(" ", "_")
+                    row[key] = _backward_error(row["part"], grads.get((row["part"], row["config"])),
+                                               grads.get((ref, "-")))
+        del q, k, v, do
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def _sdpa_backward(leaves, do, causal):
+    """SDPA forward once; returns (dq, dk, dv, replay) where replay() times the backward alone."""
+    q, k, v = leaves
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+    def replay():
+        return torch.autograd.grad(out, leaves, do, retain_graph=True)
+
+    return (*replay(), replay)
+
+
+def _backward_error(part: str, got, ref):
+    """Largest relative error of a backward part's gradients against an SDPA backend's (None if either is missing)."""
+    if got is None or ref is None or part == "delta" or part.startswith("SDPA"):
+        return None
+    ref_dq, ref_dk, ref_dv = ref
+    pairs = {"dK/dV": zip(got, (ref_dk, ref_dv)), "dQ": [(got, ref_dq)],
+             "attnlib backward": zip(got, (ref_dq, ref_dk, ref_dv))}[part]
+    return max(_rel(a, b) for a, b in pairs)
+
+
+def backward_lines(rows: list[dict]) -> list[str]:
+    """One line per backward row: ms, TFLOP/s, and the autotuned kernels' shares of attnlib's backward."""
+    total = {(r["seq_len"], r["causal"]): r["ms"] for r in rows if r["part"] == "attnlib backward"}
+    lines = []
+    for r in rows:
+        whole = total.get((r["seq_len"], r["causal"]))
+        if r["ms"] is None:
+            speed = "did not run" + (f" ({r['error']})" if r.get("error") else "")
+        else:
+            speed = f"{r['ms']:8.3f} ms" + (f" {r['tflops']:6.1f} TFLOP/s" if r["tflops"] else " " * 14)
+            if whole and r["part"] in ("delta", "dK/dV", "dQ") and r["config"] in ("-", "autotuned"):
+                speed += f" = {r['ms'] / whole:4.0%} of attnlib's backward"
+        lines.append(f"D={r['head_dim']} N={r['seq_len']:>5} {'causal' if r['causal'] else 'full  '} "
+                     f"{r['part']:<19} {r['config']:<26} {speed}{_wrong(r)}")
+    return lines
 
 
 def autotuned_configs() -> dict:
@@ -309,6 +446,8 @@ def run(quick: bool = False) -> dict:
     impls = (IMPLS + ("attnlib_flash_portable",) if tma else IMPLS) if correct else IMPLS[1:]
     # First the ladder (a few seconds): how each step of the forward moves it, at the target's shapes.
     ladder = time_ladder((4096,) if quick else (4096, 16384), warmup=warmup, rep=rep) if correct else []
+    # Then the backward kernel by kernel and tile by tile (a few seconds): where forward+backward's time goes.
+    backward = time_backward((4096,), warmup=warmup, rep=rep) if correct else []
     rows, skipped = [], []
     for shape in grid(quick):
         if time.perf_counter() - start > budget_s:
@@ -334,6 +473,8 @@ def run(quick: bool = False) -> dict:
         "ratios": ratios(rows),
         # the forward step by step (LADDER) against SDPA, D=128: TFLOP/s and error vs SDPA-cuDNN
         "ladder": ladder,
+        # the backward's kernels (each candidate tile and autotuned) and SDPA's backward alone, D=128, N=4k
+        "backward": backward,
         "skipped": skipped,
         # what each kernel's autotuner chose, per (LQ, LK, BLOCK_D, CAUSAL[, GROUP], dtypes...) key
         "autotuned_configs": tuned,

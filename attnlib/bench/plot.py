@@ -16,7 +16,7 @@ from typing import Optional
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REFERENCE_FILE = "h200-baselines-reference.json"
 
-__all__ = ["RESULTS_DIR", "load_results", "load_reference_baselines", "plot_flash", "plot_ladder",
+__all__ = ["RESULTS_DIR", "load_results", "load_reference_baselines", "plot_backward", "plot_flash", "plot_ladder",
            "plot_reference_baselines", "plot_rows", "plot_suite"]
 
 _STYLE = {"attnlib_flash": ("C3", "o", "-"), "attnlib_flash_portable": ("C6", "o", ":"), "sdpa_cudnn": ("C0", "s", "--"), "sdpa_flash": ("C1", "^", "--"),
@@ -111,6 +111,40 @@ def plot_ladder(results: dict):
     machine = results.get("machine", {})
     fig.suptitle(f"The forward step by step, bf16, {machine.get('gpu', '?')} (triton {machine.get('triton', '?')})",
                  fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_backward(results: dict):
+    """The backward kernel by kernel (``results["backward"]`` of the flash suite): ms bars per (N, causal).
+
+    Red: attnlib's kernels with each candidate tile and autotuned; dark red: its whole backward;
+    blue: SDPA's backward alone. A bar's label carries its TFLOP/s where it has one.
+    """
+    import matplotlib.pyplot as plt
+
+    rows = results.get("backward") or []
+    panels = sorted({(r["seq_len"], r["causal"]) for r in rows})
+    bars = max([sum((r["seq_len"], r["causal"]) == p for r in rows) for p in panels] or [1])
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.6 * max(len(panels), 1), 0.22 * bars + 1.2),
+                             squeeze=False, sharey=True)
+    for ax, (n, causal) in zip(axes[0], panels):
+        mine = [r for r in rows if (r["seq_len"], r["causal"]) == (n, causal)]
+        names = [f"{r['part']} {r['config']}".replace(" -", "") for r in mine]
+        colors = ["C0" if r["part"].startswith("SDPA") else "darkred" if r["part"] == "attnlib backward" else "C3"
+                  for r in mine]
+        ax.barh(range(len(mine)), [r["ms"] or 0.0 for r in mine], color=colors)
+        for i, r in enumerate(mine):
+            text = "  did not run" if r["ms"] is None else f"  {r['tflops']:.0f} TFLOP/s" if r["tflops"] else ""
+            ax.text(r["ms"] or 0.0, i, text, va="center", fontsize=6)
+        ax.set_yticks(range(len(mine)), names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("ms (lower is faster)")
+        ax.set_title(f"backward, D={mine[0]['head_dim']}, N={n}, {'causal' if causal else 'full'}", fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+    machine = results.get("machine", {})
+    fig.suptitle(f"Where the backward's time goes, bf16, {machine.get('gpu', '?')} "
+                 f"(triton {machine.get('triton', '?')})", fontsize=10)
     fig.tight_layout()
     return fig
 

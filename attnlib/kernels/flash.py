@@ -143,7 +143,7 @@ def _forward(q, k, v, causal: bool, scale: float, kernel: str = "auto"):
 
 
 def _fixed(config: Optional[tuple]) -> dict:
-    """``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` as launch keywords (the benchmark's step-by-step ladder)."""
+    """``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` as launch keywords (the benchmark's step-by-step timings)."""
     if config is None:
         return {}
     if len(config) != 4 or not all(isinstance(x, int) and x > 0 for x in config):
@@ -203,39 +203,64 @@ def _forward_tma(q, k, v, causal: bool, scale: float, config: Optional[tuple] = 
 
 
 def _backward(q, k, v, o, lse, do, causal: bool, scale: float):
-    b, h, lq, d = q.shape
-    hk, lk = k.shape[1], k.shape[2]
+    """dQ, dK, dV from the saved o and log-sum-exp: three kernels, none of which stores P."""
     do = do if do.stride(-1) == 1 else do.contiguous()
-    delta = torch.empty((b * h, lq), device=q.device, dtype=torch.float32)  # rowsum(dO * O)
+    delta = _backward_delta(o, do)
+    dk, dv = _backward_dkdv(q, k, v, do, lse, delta, causal, scale)
+    dq = _backward_dq(q, k, v, do, lse, delta, causal, scale)
+    return dq, dk, dv
+
+
+def _backward_delta(o, do):
+    """delta = rowsum(dO * O), float32 (B*H, Lq): the one number per row the dS formula needs."""
+    b, h, lq, d = o.shape
+    delta = torch.empty((b * h, lq), device=o.device, dtype=torch.float32)
     block_m = 16 if INTERPRET else 64
     flash_bwd_delta_kernel[(triton.cdiv(lq, block_m), b * h)](
         o, do, delta, *o.stride(), *do.stride(), h, lq, d, BLOCK_M=block_m, BLOCK_D=_block_d(d),
     )
-    dq = torch.empty_like(q)
+    return delta
+
+
+def _backward_dkdv(q, k, v, do, lse, delta, causal: bool, scale: float, config: Optional[tuple] = None):
+    """dK, dV: one program per key tile (autotuned; ``config`` fixes one, as for the forward)."""
+    b, h, lq, d = q.shape
+    hk, lk = k.shape[1], k.shape[2]
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
-    block_d = _block_d(d)
+    fixed = _fixed(config)
 
-    def grid_kv(meta):
+    def grid(meta):
         return (triton.cdiv(lk, meta["BLOCK_N"]), b * hk)
 
-    flash_bwd_dkdv_kernel[grid_kv](
+    kernel = flash_bwd_dkdv_kernel.fn if fixed else flash_bwd_dkdv_kernel
+    kernel[grid](
         q, k, v, do, dk, dv, lse, delta,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
         h, hk, h // hk, lq, lk, d, scale, scale * _LOG2E,
-        CAUSAL=causal, BLOCK_D=block_d, PRECISION=_precision(q.dtype),
+        CAUSAL=causal, BLOCK_D=_block_d(d), PRECISION=_precision(q.dtype), **fixed,
     )
+    return dk, dv
 
-    def grid_q(meta):
+
+def _backward_dq(q, k, v, do, lse, delta, causal: bool, scale: float, config: Optional[tuple] = None):
+    """dQ: one program per query tile (autotuned; ``config`` fixes one)."""
+    b, h, lq, d = q.shape
+    hk, lk = k.shape[1], k.shape[2]
+    dq = torch.empty_like(q)
+    fixed = _fixed(config)
+
+    def grid(meta):
         return (triton.cdiv(lq, meta["BLOCK_M"]), b * h)
 
-    flash_bwd_dq_kernel[grid_q](
+    kernel = flash_bwd_dq_kernel.fn if fixed else flash_bwd_dq_kernel
+    kernel[grid](
         q, k, v, do, dq, lse, delta,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
         h, h // hk, lq, lk, d, scale, scale * _LOG2E,
-        CAUSAL=causal, BLOCK_D=block_d, PRECISION=_precision(q.dtype),
+        CAUSAL=causal, BLOCK_D=_block_d(d), PRECISION=_precision(q.dtype), **fixed,
     )
-    return dq, dk, dv
+    return dq
 
 
 class _FlashAttention(torch.autograd.Function):

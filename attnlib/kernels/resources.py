@@ -17,11 +17,12 @@ the ``cuobjdump`` Triton ships, what decides whether a configuration can be fast
 
 The numbers are the compiler's, so they hold for that Triton version and target, and they
 say nothing about speed or correctness (time on a GPU; test in the interpreter).
-:func:`forward_report` is the FlashAttention forward's search space, and
-``python -m attnlib.kernels.resources`` prints it as JSON; :func:`forward_report_in_subprocess`
-runs that in a fresh process, because compiling needs Triton *without* ``TRITON_INTERPRET``,
-which a CPU session has already set. This uses Triton's launch internals (checked under
-Triton 3.6 and 3.9); ``tools/compile_kernels.py`` runs it over every attnlib kernel.
+:func:`flash_report` is one FlashAttention kernel's search space (the forward's, or the
+backward's dK/dV or dQ), and ``python -m attnlib.kernels.resources`` prints it as JSON;
+:func:`flash_report_in_subprocess` runs that in a fresh process, because compiling needs
+Triton *without* ``TRITON_INTERPRET``, which a CPU session has already set. This uses
+Triton's launch internals (checked under Triton 3.6 and 3.9); ``tools/compile_kernels.py``
+runs it over every attnlib kernel.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from typing import Callable, Optional, Sequence
 
 from ._interpreter_compat import interpreting
 
-__all__ = ["SHARED_LIMIT", "shared_limit", "AheadOfTimeCompiler", "compile_report", "forward_report",
-           "forward_report_in_subprocess", "matrix_instructions"]
+__all__ = ["SHARED_LIMIT", "shared_limit", "AheadOfTimeCompiler", "compile_report", "flash_report",
+           "flash_report_in_subprocess", "FLASH_KERNELS", "matrix_instructions"]
 
 # Shared memory one block may use (opt-in maximum), bytes, by compute capability x10.
 SHARED_LIMIT = {75: 65536, 80: 166912, 86: 101376, 89: 101376, 90: 232448}
@@ -58,7 +59,7 @@ _RESOURCES = re.compile(r"Function (\w+):\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) L
 def _require_compiler_mode() -> None:
     if interpreting():
         raise RuntimeError("compiling for a GPU needs Triton without TRITON_INTERPRET: unset it before Triton is "
-                           "imported, or use forward_report_in_subprocess()")
+                           "imported, or use flash_report_in_subprocess()")
 
 
 class AheadOfTimeCompiler:
@@ -196,23 +197,27 @@ def compile_report(launch: Callable[[], object], *, arch: int = 90, all_configs:
     return compiler.rows
 
 
-def forward_report(head_dim: int = 128, dtype: str = "float16", causal: bool = False, arch: int = 90,
-                   kernel: str = "portable",
-                   configs: Optional[Sequence[tuple[int, int, int, int]]] = None) -> list[dict]:
-    """The FlashAttention forward compiled for ``arch`` at one head dim: a row per configuration.
+FLASH_KERNELS = ("portable", "tma", "dkdv", "dq")  # the forward's two kernels; the backward's dK/dV and dQ
 
-    ``configs`` (``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` tuples) replaces the autotuning
-    space, to ask about tiles it does not hold; every configuration is compiled, and
-    ``kept_by_pruning`` says which ones the autotuner would time. ``kernel``: ``"portable"``
-    or ``"tma"`` (tensor descriptors, Hopper only).
+
+def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = False, arch: int = 90,
+                 kernel: str = "portable",
+                 configs: Optional[Sequence[tuple[int, int, int, int]]] = None) -> list[dict]:
+    """One FlashAttention kernel compiled for ``arch`` at one head dim: a row per configuration.
+
+    ``kernel``: ``"portable"`` or ``"tma"`` (the forward; tensor descriptors are Hopper only),
+    ``"dkdv"`` or ``"dq"`` (the backward's two kernels). ``configs`` (``(BLOCK_M, BLOCK_N,
+    num_warps, num_stages)`` tuples) replaces the kernel's autotuning space, to ask about tiles
+    it does not hold; every configuration is compiled, and ``kept_by_pruning`` says which ones
+    the autotuner would time.
     """
     import torch
     import triton
 
-    from . import _flash_fwd, _flash_fwd_tma, flash
+    from . import _flash_bwd, _flash_fwd, _flash_fwd_tma, flash
 
-    if kernel not in ("portable", "tma"):
-        raise ValueError(f"kernel must be 'portable' or 'tma', got {kernel!r}")
+    if kernel not in FLASH_KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(map(repr, FLASH_KERNELS))}, got {kernel!r}")
     if kernel == "tma" and arch < 90:
         raise ValueError(f"the TMA kernel needs compute capability 9.0 or newer (arch >= 90), got arch={arch}")
     torch_dtype = getattr(torch, dtype, None)
@@ -220,22 +225,30 @@ def forward_report(head_dim: int = 128, dtype: str = "float16", causal: bool = F
         raise ValueError(f"dtype must name a torch dtype such as 'float16', got {dtype!r}")
     b, h, n = 2, 4, 1024  # sizes do not matter (lengths are not specialized); the head dim and dtype do
     q, k, v = (torch.empty(b, h, n, head_dim, dtype=torch_dtype) for _ in range(3))
-    tuner = _flash_fwd_tma.flash_fwd_tma_kernel if kernel == "tma" else _flash_fwd.flash_fwd_kernel
+    lse, delta = torch.empty(b * h, n), torch.empty(b * h, n)  # what the backward reads besides q, k, v, dO
+    scale = head_dim ** -0.5
+    tuner, launch = {
+        "portable": (_flash_fwd.flash_fwd_kernel, lambda: flash._forward_portable(q, k, v, causal, scale)),
+        "tma": (_flash_fwd_tma.flash_fwd_tma_kernel, lambda: flash._forward_tma(q, k, v, causal, scale)),
+        "dkdv": (_flash_bwd.flash_bwd_dkdv_kernel,
+                 lambda: flash._backward_dkdv(q, k, v, q, lse, delta, causal, scale)),  # dO has q's shape
+        "dq": (_flash_bwd.flash_bwd_dq_kernel, lambda: flash._backward_dq(q, k, v, q, lse, delta, causal, scale)),
+    }[kernel]
     saved = tuner.configs
     if configs is not None:  # the space's last configuration stays last: pruning treats it as the fallback
         tuner.configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s,
                                        pre_hook=saved[0].pre_hook) for bm, bn, w, s in configs] + saved[-1:]
-    forward = flash._forward_tma if kernel == "tma" else flash._forward_portable
+    part = "forward" if kernel in ("portable", "tma") else "backward"
     try:
-        rows = compile_report(lambda: forward(q, k, v, causal, head_dim ** -0.5), arch=arch, all_configs=True,
-                              case=f"flash forward ({kernel})", head_dim=head_dim, dtype=dtype)
+        rows = compile_report(launch, arch=arch, all_configs=True, case=f"flash {part} ({kernel})",
+                              head_dim=head_dim, dtype=dtype)
     finally:
         tuner.configs = saved
     return rows if configs is None else rows[:len(configs)]
 
 
-def forward_report_in_subprocess(timeout: float = 300, **kwargs) -> list[dict]:
-    """:func:`forward_report` in a fresh Python without ``TRITON_INTERPRET`` (usable from a CPU session)."""
+def flash_report_in_subprocess(timeout: float = 300, **kwargs) -> list[dict]:
+    """:func:`flash_report` in a fresh Python without ``TRITON_INTERPRET`` (usable from a CPU session)."""
     args = [sys.executable, "-m", "attnlib.kernels.resources"]
     for name, value in kwargs.items():
         if name == "configs":
@@ -264,18 +277,19 @@ def _parse_configs(text: str) -> list[tuple[int, int, int, int]]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m attnlib.kernels.resources",
-                                     description="The FlashAttention forward's configurations compiled for a GPU "
+                                     description="A FlashAttention kernel's configurations compiled for a GPU "
                                                  "target (no GPU needed): JSON rows of shared memory, registers, "
                                                  "spills.")
     parser.add_argument("--head-dim", type=int, default=128)
     parser.add_argument("--dtype", default="float16")
     parser.add_argument("--causal", action="store_true")
     parser.add_argument("--arch", type=int, default=90, help="compute capability x10 (90: H100/H200, 75: T4)")
-    parser.add_argument("--kernel", default="portable", choices=("portable", "tma"))
+    parser.add_argument("--kernel", default="portable", choices=FLASH_KERNELS,
+                        help="the forward's portable or tma kernel, or the backward's dkdv or dq")
     parser.add_argument("--configs", type=_parse_configs, default=None,
                         help="BLOCK_M,BLOCK_N,num_warps,num_stages;... instead of the autotuning space")
     args = parser.parse_args(argv)
-    rows = forward_report(head_dim=args.head_dim, dtype=args.dtype, causal=args.causal, arch=args.arch,
+    rows = flash_report(head_dim=args.head_dim, dtype=args.dtype, causal=args.causal, arch=args.arch,
                           kernel=args.kernel, configs=args.configs)
     print(json.dumps(rows))
     return 0
