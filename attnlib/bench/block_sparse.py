@@ -118,7 +118,8 @@ def plot(results: dict):
         ax.plot([p[0] for p in pts], [p[0] for p in pts], "k:", label="proportional")
     for r in rows:
         if r["impl"] != "attnlib_block_sparse":
-            ax.plot([r["fraction"]], [r["time_vs_all_blocks"]], "s", label=r["impl"].replace("attnlib_block_sparse_", ""))
+            ax.plot([r["fraction"]], [r["time_vs_all_blocks"]], "s",
+                    label=r["impl"].replace("attnlib_block_sparse_", ""))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("fraction of active blocks")

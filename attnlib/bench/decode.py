@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .timing import bench_ms
 
-__all__ = ["run", "grid", "copy_bandwidth_tb_s", "check_correctness", "plot", "IMPLS"]
+__all__ = ["run", "grid", "copy_bandwidth_tb_s", "check_correctness", "ratios", "ratio_lines", "plot", "IMPLS"]
 
 IMPLS = ("attnlib_decode", "attnlib_decode_bn128", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient")
 _BACKENDS = {"sdpa_cudnn": "CUDNN_ATTENTION", "sdpa_flash": "FLASH_ATTENTION", "sdpa_efficient": "EFFICIENT_ATTENTION"}
@@ -124,6 +124,30 @@ def time_shape(shape: dict, impls=IMPLS, *, warmup: int = 25, rep: int = 100) ->
     return rows
 
 
+def ratios(rows: list[dict], copy_tb_s: float) -> list[dict]:
+    """Per (Hkv, KV length): attnlib's TB/s, its fraction of the copy bandwidth, and SDPA's time over ours."""
+    table = []
+    ours = {(r["kv_heads"], r["kv_len"]): r for r in rows if r["impl"] == "attnlib_decode"}
+    for (hkv, n), r in sorted(ours.items()):
+        entry = {"kv_heads": hkv, "kv_len": n, "tb_s": r["tb_s"],
+                 "fraction_of_copy": r["tb_s"] / copy_tb_s if r["tb_s"] else None}
+        for other in rows:
+            if (other["kv_heads"], other["kv_len"]) == (hkv, n) and other["impl"].startswith("sdpa"):
+                entry[f"vs_{other['impl']}"] = (other["ms"] / r["ms"]) if (other["ms"] and r["ms"]) else None
+        table.append(entry)
+    return table
+
+
+def ratio_lines(table: list[dict]) -> list[str]:
+    """One printable line per :func:`ratios` entry ("-" where a number is missing)."""
+    def fmt(x):
+        return f"{x:.2f}" if x is not None else "-"
+
+    return [f"Hkv={e['kv_heads']:>2} KV={e['kv_len']:>6}: {fmt(e['tb_s'])} TB/s ({fmt(e['fraction_of_copy'])} of "
+            f"copy), x{fmt(e.get('vs_sdpa_cudnn'))} vs cuDNN, x{fmt(e.get('vs_sdpa_flash'))} vs flash"
+            for e in table]
+
+
 def run(quick: bool = False) -> dict:
     """Measure the grid on the current CUDA device; JSON-able results (``rows``, ``ratios``, ``checks``)."""
     if not torch.cuda.is_available():
@@ -134,22 +158,12 @@ def run(quick: bool = False) -> dict:
     impls = IMPLS if correct else [i for i in IMPLS if not i.startswith("attnlib")]  # a wrong kernel is not timed
     rep = 50 if quick else 100
     rows = [r for shape in grid(quick) for r in time_shape(shape, impls, rep=rep)]
-    ratios = []
-    ours = {(r["kv_heads"], r["kv_len"]): r for r in rows if r["impl"] == "attnlib_decode"}
-    for (hkv, n), r in sorted(ours.items()):
-        entry = {"kv_heads": hkv, "kv_len": n, "tb_s": r["tb_s"],
-                 "fraction_of_copy": r["tb_s"] / copy_tb_s if r["tb_s"] else None}
-        for other in rows:
-            if (other["kv_heads"], other["kv_len"]) == (hkv, n) and other["impl"].startswith("sdpa"):
-                entry[f"vs_{other['impl']}"] = (other["ms"] / r["ms"]) if (other["ms"] and r["ms"]) else None
-        ratios.append(entry)
+    table = ratios(rows, copy_tb_s)
     print(f"decode: copy {copy_tb_s:.2f} TB/s; kernel correct: {correct}")
-    for e in ratios:
-        fmt = lambda x: f"{x:.2f}" if x is not None else "-"  # noqa: E731
-        print(f"  Hkv={e['kv_heads']:>2} KV={e['kv_len']:>6}: {fmt(e['tb_s'])} TB/s ({fmt(e['fraction_of_copy'])} of copy), "
-              f"x{fmt(e.get('vs_sdpa_cudnn'))} vs cuDNN, x{fmt(e.get('vs_sdpa_flash'))} vs flash")
+    for line in ratio_lines(table):
+        print("  " + line)
     return {"dtype": "bfloat16", "copy_tb_s": copy_tb_s, "kernel_correct": correct,
-            "checks": checks, "rows": rows, "ratios": ratios,
+            "checks": checks, "rows": rows, "ratios": table,
             "note": "TB/s = decode_bytes (q + valid K and V + out) / median time; vs_X = time of X / time of ours"}
 
 

@@ -10,6 +10,7 @@ reference to beat; it holds no attnlib results.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -19,13 +20,20 @@ REFERENCE_FILE = "h200-baselines-reference.json"
 __all__ = ["RESULTS_DIR", "load_results", "load_reference_baselines", "plot_backward", "plot_flash", "plot_ladder",
            "plot_reference_baselines", "plot_rows", "plot_suite"]
 
-_STYLE = {"attnlib_flash": ("C3", "o", "-"), "attnlib_flash_portable": ("C6", "o", ":"), "sdpa_cudnn": ("C0", "s", "--"), "sdpa_flash": ("C1", "^", "--"),
-          "sdpa_efficient": ("C2", "v", "--"), "flex": ("C4", "D", ":"), "plain_triton_fwd": ("C5", "x", ":")}
+_STYLE = {"attnlib_flash": ("C3", "o", "-"), "attnlib_flash_portable": ("C6", "o", ":"),
+          "sdpa_cudnn": ("C0", "s", "--"), "sdpa_flash": ("C1", "^", "--"), "sdpa_efficient": ("C2", "v", "--"),
+          "flex": ("C4", "D", ":"), "plain_triton_fwd": ("C5", "x", ":")}
 
 
 def load_results(suite: str, directory: Optional[Path] = None) -> list[dict]:
-    """Every stored GPU result of ``suite`` (files ``<suite>*.json``), oldest first; [] if none exist."""
-    directory = Path(directory) if directory is not None else RESULTS_DIR
+    """Every stored GPU result of ``suite`` (files ``<suite>*.json``), oldest first; [] if none exist.
+
+    From ``directory``, else from the folder named by the environment variable
+    ``ATTNLIB_BENCH_RESULTS`` (to look at a run's output in the labs before committing it),
+    else from :data:`RESULTS_DIR`.
+    """
+    directory = directory if directory is not None else os.environ.get("ATTNLIB_BENCH_RESULTS") or RESULTS_DIR
+    directory = Path(directory)
     found = []
     for path in sorted(directory.glob(f"{suite}*.json")):
         if path.name == REFERENCE_FILE:
