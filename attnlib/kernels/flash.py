@@ -18,8 +18,9 @@ any lengths, ``Lq != Lk``. Causal masks are bottom-right aligned as everywhere i
 attnlib; a query with no visible key gets zeros.
 
 It runs on CUDA (float16, bfloat16, float32; float32 is multiplied in IEEE float32, not
-TF32: float32 accuracy, at a fraction of the half-precision speed) and on a CPU under ``TRITON_INTERPRET=1`` (float16 and float32; set the
-variable before Triton is first imported).
+TF32: float32 accuracy, at a fraction of the half-precision speed) and on a CPU under
+``TRITON_INTERPRET=1`` (float16 and float32; set the variable before Triton is first
+imported).
 """
 
 from __future__ import annotations
