@@ -290,7 +290,7 @@ def main(argv=None) -> int:
                         help="BLOCK_M,BLOCK_N,num_warps,num_stages;... instead of the autotuning space")
     args = parser.parse_args(argv)
     rows = flash_report(head_dim=args.head_dim, dtype=args.dtype, causal=args.causal, arch=args.arch,
-                          kernel=args.kernel, configs=args.configs)
+                        kernel=args.kernel, configs=args.configs)
     print(json.dumps(rows))
     return 0
 
