@@ -11,6 +11,7 @@ import json
 
 import pytest
 import torch
+from bench_helpers import cpu_timer
 
 from attnlib.bench import attention_flops
 from attnlib.bench.__main__ import main
@@ -104,15 +105,6 @@ def test_load_results_ignores_the_reference_file(tmp_path):
     assert load_results("decode", tmp_path) == []
 
 
-def _cpu_timer(fn, *, warmup, rep, grad_to_none=None):
-    """Stands in for do_bench on a CPU: one timed call (the harness logic, not the number, is tested)."""
-    import time
-
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1e3
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real harness in tools/gpu_check.sh")
 def test_harness_logic_runs_in_the_interpreter():
     pytest.importorskip("triton")
@@ -121,7 +113,7 @@ def test_harness_logic_runs_in_the_interpreter():
     checks = check_correctness(device="cpu", dtype=torch.float32, head_dims=(16,), sizes=((2, 1, 9, 13),))
     assert len(checks) == 2 and all(c["passed"] for c in checks), checks
     shape = {"batch": 1, "heads": 2, "seq_len": 20, "head_dim": 16, "causal": True}
-    rows = time_shape(shape, device="cpu", dtype=torch.float32, timer=_cpu_timer)
+    rows = time_shape(shape, device="cpu", dtype=torch.float32, timer=cpu_timer)
     assert sorted((r["impl"], r["mode"]) for r in rows) == sorted((i, m) for i in IMPLS for m in ("fwd", "fwd_bwd"))
     ours = [r for r in rows if r["impl"] == "attnlib_flash"]
     assert all(r["error"] is None and r["ms"] > 0 and r["tflops"] > 0 for r in ours)
@@ -156,7 +148,7 @@ def test_ladder_logic_runs_in_the_interpreter():
     steps = [("portable 16x32, 4 warps, 2 stages", "portable", (16, 32, 4, 2)),
              ("portable, autotuned", "portable", None),
              ("TMA 32x16, 4 warps, 2 stages", "tma", (32, 16, 4, 2))]
-    rows = time_ladder((24,), head_dim=16, dtype=torch.float32, timer=_cpu_timer, device="cpu", steps=steps,
+    rows = time_ladder((24,), head_dim=16, dtype=torch.float32, timer=cpu_timer, device="cpu", steps=steps,
                        tokens=48, model_dim=32)  # B=2, H=2
     assert [r["step"] for r in rows] == [*(name for name, _, _ in steps), "SDPA cuDNN", "SDPA flash"] * 2
     assert {r["causal"] for r in rows} == {False, True} and {(r["batch"], r["heads"]) for r in rows} == {(2, 2)}
@@ -181,11 +173,12 @@ def test_ladder_logic_runs_in_the_interpreter():
 def test_backward_breakdown_runs_in_the_interpreter():
     """Each backward kernel with each candidate tile computes SDPA's gradients; shares add up; refusals recorded."""
     pytest.importorskip("triton")
-    from attnlib.bench.flash import BACKWARD_PRODUCTS, backward_candidates, backward_lines, time_backward
+    from attnlib.bench.flash import (BACKWARD_PRODUCTS, _backward_error, backward_candidates, backward_lines,
+                                     time_backward)
 
     assert backward_candidates("dK/dV", 128, device="cpu") == [(16, 16, 1, 1)]  # the interpreter's one config
     candidates = {"dK/dV": [(16, 32, 4, 2)], "dQ": [(32, 16, 4, 1), (16, 16, 4, 2)]}
-    rows = time_backward((24,), head_dim=16, dtype=torch.float32, timer=_cpu_timer, device="cpu",
+    rows = time_backward((24,), head_dim=16, dtype=torch.float32, timer=cpu_timer, device="cpu",
                          tokens=48, model_dim=32, candidates=candidates)  # B=2, H=2
     expected = [("delta", "-"), ("dK/dV", "16x32, 4 warps, 2 stages"), ("dK/dV", "autotuned"),
                 ("dQ", "32x16, 4 warps, 1 stages"), ("dQ", "16x16, 4 warps, 2 stages"), ("dQ", "autotuned"),
@@ -209,6 +202,11 @@ def test_backward_breakdown_runs_in_the_interpreter():
     assert whole["tflops"] == pytest.approx(5 * per_product / whole["ms"] / 1e9)
     lines = backward_lines(rows)
     assert len(lines) == len(rows) and "did not run (" in lines[7]
+    # each part is compared with the right ones of SDPA's (dq, dk, dv)
+    gq, gk, gv = torch.ones(3), 2 * torch.ones(3), 3 * torch.ones(3)
+    assert _backward_error("dK/dV", (gk, gv), (gq, gk, gv)) == 0 and _backward_error("dQ", gq, (gq, gk, gv)) == 0
+    assert _backward_error("dK/dV", (gv, gk), (gq, gk, gv)) == pytest.approx(0.5)  # |3-2|/2
+    assert _backward_error("attnlib backward", (gq, gk, 2 * gv), (gq, gk, gv)) == pytest.approx(1.0)
     measured = [{"part": p, "config": c, "seq_len": 4096, "causal": False, "head_dim": 128, "ms": ms, "tflops": tf}
                 for p, c, ms, tf in (("dK/dV", "autotuned", 3.0, 300.0), ("attnlib backward", "autotuned", 4.0, 350.0))]
     assert backward_lines(measured)[0].endswith("3.000 ms  300.0 TFLOP/s =  75% of attnlib's backward")

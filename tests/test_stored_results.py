@@ -17,11 +17,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from bench_helpers import cpu_timer
 
 ROOT = Path(__file__).resolve().parent.parent
 LABEL = "synthetic test rows, not a measurement"
@@ -29,12 +29,6 @@ NOTEBOOKS = ["solutions/lab16_flash_forward.md", "solutions/lab17_flash_backward
              "solutions/lab18_decoding_and_sparse_kernels.md", "chapters/08_gpu_profiling.md"]
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU path of the stored-results cells")
-
-
-def _cpu_timer(fn, *, warmup, rep, grad_to_none=None):
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1e3
 
 
 def _run_keys(module_file: str) -> set:
@@ -58,9 +52,9 @@ def _flash_results() -> dict:
     correctness = fb.check_correctness(device="cpu", dtype=torch.float32, head_dims=(16,), sizes=((2, 1, 9, 13),))
     steps = [("portable 16x32, 4 warps, 2 stages", "portable", (16, 32, 4, 2)),
              ("portable, autotuned", "portable", None)]
-    ladder = fb.time_ladder((24,), head_dim=16, dtype=torch.float32, timer=_cpu_timer, device="cpu", steps=steps,
+    ladder = fb.time_ladder((24,), head_dim=16, dtype=torch.float32, timer=cpu_timer, device="cpu", steps=steps,
                             tokens=48, model_dim=32)
-    backward = fb.time_backward((24,), head_dim=16, dtype=torch.float32, timer=_cpu_timer, device="cpu", tokens=48,
+    backward = fb.time_backward((24,), head_dim=16, dtype=torch.float32, timer=cpu_timer, device="cpu", tokens=48,
                                 model_dim=32, candidates={"dK/dV": [(16, 32, 4, 2)], "dQ": [(32, 16, 4, 2)]})
     speed = {"attnlib_flash": 500.0, "attnlib_flash_portable": 450.0, "sdpa_cudnn": 550.0, "sdpa_flash": 330.0,
              "sdpa_efficient": 160.0}
