@@ -9,6 +9,8 @@
 #   4. the benchmarks: python -m attnlib.bench --suite decode|block_sparse|flash (attnlib's default
 #      forward, which is the tensor-descriptor/TMA kernel on Hopper, and the portable one, against
 #      SDPA with each backend pinned),
+#   4b. the decoding probe (tools/decode_probe.py --host: the host's cost per call, a CUDA-graph
+#      replay, and the suite's timing of GQA 8k before and after MHA 64k; see NOTES.md, first run),
 #   5. if time is left, every code cell of labs 15-18 and chapter 08 (GPU timing cells included).
 # Needs torch and triton already installed (no internet is assumed); attnlib comes from
 # this checkout. Results land in $OUT (default ./bench-out): copy the JSON files into
@@ -17,7 +19,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export OUT="${OUT:-$PWD/bench-out}"
 mkdir -p "$OUT"
-# The device tool brings back at most 8 files: run.log, ceilings.json, and per suite a JSON and a PNG.
+# The device tool brings back at most 8 files: run.log, ceilings.json, a JSON per suite, decode_host.json,
+# and the suites' plots bundled as plots.tar at the end.
 LOG="$OUT/run.log"
 : >"$LOG"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -99,6 +102,9 @@ for suite in decode block_sparse flash; do
 done
 echo "Triton cache entries: $cache_before before the benchmarks, $(ls "$TRITON_CACHE_DIR" | wc -l) after" \
   | tee -a "$LOG"
+echo "== decoding probe: host cost per call, CUDA-graph replay, order (after $(elapsed) s) =="
+timeout 60 $PY tools/decode_probe.py --host --out "$OUT" 2>&1 | grep -v "Warning\|  return" | tee -a "$LOG" | tail -12
+[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "DECODE PROBE FAILED OR TIMED OUT (see run.log)"; status=1; }
 left=$(( DEADLINE - $(elapsed) ))
 if [ "$left" -gt 45 ]; then
   echo "== kernel labs 15-18 and chapter 08 on the GPU (every code cell; limit $left s) =="
@@ -109,6 +115,8 @@ if [ "$left" -gt 45 ]; then
 else
   echo "== no time left for the labs' GPU cells ($left s before the deadline) =="
 fi
+# One file for the plots (they can be redrawn from the JSON): the tool brings back 8 files at most.
+( cd "$OUT" && ls ./*.png >/dev/null 2>&1 && tar -cf plots.tar ./*.png && rm -f ./*.png )
 echo "== done in $(elapsed) s, status $status; files in $OUT =="
 ls -la "$OUT"
 exit $status

@@ -4,7 +4,8 @@ Results measured on real GPUs ship with the package under ``attnlib/bench/result
 as ``<suite>*.json`` (written by ``python -m attnlib.bench``). The file
 ``h200-baselines-reference.json`` is different: the course staff's measurements of
 torch's SDPA backends, FlexAttention and a plain Triton forward kernel, kept as the
-reference to beat; it holds no attnlib results.
+reference to beat; it holds no attnlib results. ``results/runs/<date>-<gpu>/`` keeps what else
+a run brought back (its log, the ceilings measured first, follow-up probes).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Optional
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REFERENCE_FILE = "h200-baselines-reference.json"
 
-__all__ = ["RESULTS_DIR", "load_results", "load_reference_baselines", "plot_backward", "plot_flash", "plot_ladder",
-           "plot_reference_baselines", "plot_rows", "plot_suite"]
+__all__ = ["RESULTS_DIR", "load_results", "load_committed", "load_run_file", "load_reference_baselines",
+           "plot_backward", "plot_flash", "plot_ladder", "plot_reference_baselines", "plot_rows", "plot_suite"]
 
 _STYLE = {"attnlib_flash": ("C3", "o", "-"), "attnlib_flash_portable": ("C6", "o", ":"),
           "sdpa_cudnn": ("C0", "s", "--"), "sdpa_flash": ("C1", "^", "--"), "sdpa_efficient": ("C2", "v", "--"),
@@ -42,6 +43,28 @@ def load_results(suite: str, directory: Optional[Path] = None) -> list[dict]:
         data.setdefault("file", path.name)
         found.append(data)
     return sorted(found, key=lambda d: d.get("machine", {}).get("date_utc", ""))
+
+
+def load_committed(suite: str, run: str) -> dict:
+    """The committed result file ``<suite>-<run>.json`` (for example ``load_committed("flash", "h200-2026-11-28")``).
+
+    Always from :data:`RESULTS_DIR`, whatever ``ATTNLIB_BENCH_RESULTS`` says: the book's text
+    about a particular run reads that run, not the latest one.
+    """
+    path = RESULTS_DIR / f"{suite}-{run}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no committed result {path.name} in {RESULTS_DIR}")
+    data = json.loads(path.read_text())
+    data.setdefault("file", path.name)
+    return data
+
+
+def load_run_file(run: str, name: str) -> dict:
+    """A JSON file a run brought back besides the suites' results: ``results/runs/<run>/<name>``."""
+    path = RESULTS_DIR / "runs" / run / name
+    if not path.is_file():
+        raise FileNotFoundError(f"no file {name} stored for the run {run} in {path.parent}")
+    return json.loads(path.read_text())
 
 
 def load_reference_baselines() -> dict:
