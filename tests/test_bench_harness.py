@@ -165,8 +165,23 @@ def test_ladder_logic_runs_in_the_interpreter():
     assert "WRONG" not in "".join(lines)
     assert ladder_lines([{**measured[0], "rel_error_vs_sdpa_cudnn": 0.1}])[0].endswith(
         "450.0 TFLOP/s WRONG: relative error 0.1 against sdpa_cudnn")
-    assert [name for name, _, _ in LADDER][-1].startswith("TMA, autotuned")
-    assert all(kernel in ("portable", "tma") for _, kernel, _ in LADDER)
+    names = [name for name, _, _ in LADDER]
+    assert "TMA, autotuned (the default on Hopper)" in names and names[0].startswith("portable 128x64")
+    assert all(kernel in ("portable", "tma", "ws") for _, kernel, _ in LADDER)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real ladder in tools/gpu_check.sh")
+def test_ladder_times_the_warp_specialised_step_where_it_applies():
+    """Not causal: timed and compared with SDPA; causal: recorded as not run, with the kernel's reason."""
+    pytest.importorskip("triton")
+    from attnlib.bench.flash import time_ladder
+
+    steps = [("warp-specialized 16x16", "ws", (16, 16, 4, 2))]
+    rows = time_ladder((32,), head_dim=64, dtype=torch.float16, timer=cpu_timer, device="cpu", steps=steps,
+                       tokens=64, model_dim=128)  # B=2, H=2
+    ws = {r["causal"]: r for r in rows if r["step"] == steps[0][0]}
+    assert ws[False]["error"] is None and ws[False]["rel_error_vs_sdpa_flash"] < 1e-2, ws[False]
+    assert ws[True]["tflops"] is None and "causal=True" in ws[True]["error"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real breakdown in tools/gpu_check.sh")

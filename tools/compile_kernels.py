@@ -65,6 +65,8 @@ def flash_cases(quick: bool):
                 yield name + " fwd", lambda q=q, k=k, v=v, c=causal: flash._forward_portable(q, k, v, c, 0.1)
                 if dtype != torch.float32 and d % 8 == 0 and flash.TensorDescriptor is not None:
                     yield name + " fwd-tma", lambda q=q, k=k, v=v, c=causal: flash._forward_tma(q, k, v, c, 0.1)
+                if dtype != torch.float32 and d in (64, 128) and not causal:
+                    yield from _ws_cases(name, q, k, v)
                 o, lse = torch.empty_like(q), torch.empty(b * h, n)
                 yield name + " bwd", lambda q=q, k=k, v=v, o=o, lse=lse, c=causal: flash._backward(
                     q, k, v, o, lse, torch.empty_like(q), c, 0.1)
@@ -95,8 +97,19 @@ def bench_cases(quick: bool):
                     yield name + " fwd", lambda q=q, k=k, v=v, c=causal: flash._forward_portable(q, k, v, c, 0.1)
                 if flash.TensorDescriptor is not None:
                     yield name + " fwd-tma", lambda q=q, k=k, v=v, c=causal: flash._forward_tma(q, k, v, c, 0.1)
+                if label == "grid" and not causal:  # the ladder's warp-specialised steps
+                    yield from _ws_cases(name, q, k, v)
                 yield name + " bwd", lambda q=q, k=k, v=v, o=o, lse=lse, c=causal: flash._backward(
                     q, k, v, o, lse, torch.empty_like(q), c, 0.1)
+
+
+def _ws_cases(name, q, k, v):
+    """The experimental warp-specialised forward, once per configuration the ladder times (not causal)."""
+    from attnlib.kernels._flash_fwd_ws import WS_CONFIGS, flash_fwd_ws
+
+    for config in WS_CONFIGS:
+        yield (f"{name} fwd-ws {config[0]}x{config[1]}",
+               lambda q=q, k=k, v=v, c=config: flash_fwd_ws(q, k, v, False, 0.1, config=c))
 
 
 def decode_cases(quick: bool):

@@ -184,6 +184,10 @@ LADDER = (
     ("TMA 128x64, 8 warps, 3 stages", "tma", (128, 64, 8, 3)),
     ("TMA 128x128, 8 warps, 3 stages", "tma", (128, 128, 8, 3)),
     ("TMA, autotuned (the default on Hopper)", "tma", None),
+    # Experimental, not used by flash_attention (attnlib.kernels._flash_fwd_ws): descriptors made on the
+    # device and Triton's Hopper warp specialisation (4 warps become 12); not causal, whole tiles only.
+    ("warp-specialized 128x64, 4(+8) warps, 3 stages", "ws", (128, 64, 4, 3)),
+    ("warp-specialized 128x128, 4(+8) warps, 2 stages", "ws", (128, 128, 4, 2)),
 )
 
 
@@ -254,14 +258,16 @@ def _wrong(row: dict) -> str:
 
 def _ladder_step(kernel: str, config, q, k, v, causal: bool):
     """The forward of one ladder step as a callable returning the output."""
-    from ..kernels import flash
+    from ..kernels import _flash_fwd_ws, flash
 
-    forward = flash._forward_tma if kernel == "tma" else flash._forward_portable
+    forward = {"tma": flash._forward_tma, "portable": flash._forward_portable, "ws": _flash_fwd_ws.flash_fwd_ws}[kernel]
     scale = q.shape[-1] ** -0.5
 
     def step():
         if kernel == "tma" and flash._TMA_FAILURE is not None:  # failed to compile or the check: not timed
             raise RuntimeError(f"the TMA kernel is off: {flash._TMA_FAILURE[:150]}")
+        if kernel == "ws":  # causal, or lengths off the tiles: recorded as not run, with the reason
+            _flash_fwd_ws.check_ws_supported(q, k, causal, config[0], config[1])
         return forward(q, k, v, causal, scale, config)[0]
 
     return step

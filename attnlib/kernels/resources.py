@@ -168,7 +168,8 @@ class AheadOfTimeCompiler:
         regs, stack, static_shared, local = (int(found.group(i)) for i in (2, 3, 4, 5))
         shared = int(kernel.metadata.shared) + static_shared
         return {"shared_bytes": shared, "registers": regs, "spill_bytes": local + stack,
-                "fits_shared": shared <= self.limit, "matrix_instructions": matrix_instructions(sass)}
+                "fits_shared": shared <= self.limit, "matrix_instructions": matrix_instructions(sass),
+                "warps_compiled": int(kernel.metadata.num_warps)}  # more than asked: warp-specialised
 
 
 def matrix_instructions(sass: str) -> dict:
@@ -197,7 +198,8 @@ def compile_report(launch: Callable[[], object], *, arch: int = 90, all_configs:
     return compiler.rows
 
 
-FLASH_KERNELS = ("portable", "tma", "dkdv", "dq")  # the forward's two kernels; the backward's dK/dV and dQ
+FLASH_KERNELS = ("portable", "tma", "dkdv", "dq", "ws")  # forward kernels, the backward's dK/dV and dQ, and the
+# experimental warp-specialised forward (Hopper, not causal; attnlib.kernels._flash_fwd_ws)
 
 
 def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = False, arch: int = 90,
@@ -206,7 +208,9 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
     """One FlashAttention kernel compiled for ``arch`` at one head dim: a row per configuration.
 
     ``kernel``: ``"portable"`` or ``"tma"`` (the forward; tensor descriptors are Hopper only),
-    ``"dkdv"`` or ``"dq"`` (the backward's two kernels). ``configs`` (``(BLOCK_M, BLOCK_N,
+    ``"dkdv"`` or ``"dq"`` (the backward's two kernels), ``"ws"`` (the experimental
+    warp-specialised forward: not causal; its configurations are ``WS_CONFIGS``, none
+    pruned). ``configs`` (``(BLOCK_M, BLOCK_N,
     num_warps, num_stages)`` tuples) replaces the kernel's autotuning space, to ask about tiles
     it does not hold; every configuration is compiled, and ``kept_by_pruning`` says which ones
     the autotuner would time.
@@ -218,8 +222,8 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
 
     if kernel not in FLASH_KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(map(repr, FLASH_KERNELS))}, got {kernel!r}")
-    if kernel == "tma" and arch < 90:
-        raise ValueError(f"the TMA kernel needs compute capability 9.0 or newer (arch >= 90), got arch={arch}")
+    if kernel in ("tma", "ws") and arch < 90:
+        raise ValueError(f"the {kernel} kernel needs compute capability 9.0 or newer (arch >= 90), got arch={arch}")
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise ValueError(f"dtype must name a torch dtype such as 'float16', got {dtype!r}")
@@ -227,6 +231,14 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
     q, k, v = (torch.empty(b, h, n, head_dim, dtype=torch_dtype) for _ in range(3))
     lse, delta = torch.empty(b * h, n), torch.empty(b * h, n)  # what the backward reads besides q, k, v, dO
     scale = head_dim ** -0.5
+    if kernel == "ws":
+        from ._flash_fwd_ws import WS_CONFIGS, flash_fwd_ws
+
+        rows = []
+        for config in configs or WS_CONFIGS:
+            rows += compile_report(lambda c=tuple(config): flash_fwd_ws(q, k, v, causal, scale, config=c), arch=arch,
+                                   case="flash forward (ws)", head_dim=head_dim, dtype=dtype)
+        return rows
     tuner, launch = {
         "portable": (_flash_fwd.flash_fwd_kernel, lambda: flash._forward_portable(q, k, v, causal, scale)),
         "tma": (_flash_fwd_tma.flash_fwd_tma_kernel, lambda: flash._forward_tma(q, k, v, causal, scale)),
@@ -285,7 +297,8 @@ def main(argv=None) -> int:
     parser.add_argument("--causal", action="store_true")
     parser.add_argument("--arch", type=int, default=90, help="compute capability x10 (90: H100/H200, 75: T4)")
     parser.add_argument("--kernel", default="portable", choices=FLASH_KERNELS,
-                        help="the forward's portable or tma kernel, or the backward's dkdv or dq")
+                        help="the forward's portable or tma kernel, the backward's dkdv or dq, or the "
+                             "experimental warp-specialised forward (ws)")
     parser.add_argument("--configs", type=_parse_configs, default=None,
                         help="BLOCK_M,BLOCK_N,num_warps,num_stages;... instead of the autotuning space")
     args = parser.parse_args(argv)

@@ -1,0 +1,125 @@
+r"""An experimental Hopper forward: on-device tensor descriptors and warp specialisation.
+
+FlashAttention-3 (background, not a seed) splits a Hopper thread block into *warp groups
+with different jobs*: one group only issues the copy engine's tile loads (the producer),
+the others only compute (the consumers), and the consumers hand the registers the producer
+does not need to themselves (``setmaxnreg``). Triton builds that structure automatically
+for a loop marked ``tl.range(..., warp_specialize=True)`` on sm_90 (Meta's pass, in Triton
+3.6 and 3.9) when the loop loads through descriptors created *in the kernel*
+(``tl.make_tensor_descriptor``) rather than on the host.
+
+Compiled for sm_90 with 4 warps per program (``tools/compile_kernels.py``; no GPU needed),
+the kernel becomes 12 warps with register reallocation; with 8 warps the pass leaves it
+alone. Whether it is faster is for a GPU to say: the benchmark's forward ladder times it
+(``attnlib.bench.flash.LADDER``), and :func:`attnlib.kernels.flash_attention` does not use it.
+
+Scope, kept small on purpose: not causal (the pass handles one unmasked loop), float16 or
+bfloat16, head dim 64 or 128, and lengths that are whole multiples of the tiles (so no tile
+needs a mask and none crosses from one head into the next of the flattened ``(B*H*L, D)``
+views). The math is the online softmax of :func:`._flash_fwd.online_softmax_step`.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._flash_fwd import online_softmax_step
+
+__all__ = ["flash_fwd_ws", "check_ws_supported", "WS_CONFIGS"]
+
+# (BLOCK_M, BLOCK_N, num_warps before specialisation, num_stages): the tiles the ladder times. With
+# the producer's extra buffers, 128x128 fits sm_90's 227 KiB of shared memory at two stages, not three.
+WS_CONFIGS = ((128, 64, 4, 3), (128, 128, 4, 2))
+
+
+@triton.jit
+def _flash_fwd_ws_kernel(
+    Q, K, V, Out, LSE,  # q/out (B*H*LQ, D), k/v (B*Hk*LK, D) contiguous; LSE (B*H, LQ) float32, base 2
+    H, GROUP, LQ, LK, qk_scale,
+    BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
+):
+    start_m = tl.program_id(0)
+    off_bh = tl.program_id(1)
+    off_kh = (off_bh // H) * (H // GROUP) + (off_bh % H) // GROUP  # the shared K/V head
+    # Descriptors made here, on the device (the warp-specialisation pass needs them so).
+    q_desc = tl.make_tensor_descriptor(Q, shape=[tl.num_programs(1) * LQ, BLOCK_D], strides=[BLOCK_D, 1],
+                                       block_shape=[BLOCK_M, BLOCK_D])
+    o_desc = tl.make_tensor_descriptor(Out, shape=[tl.num_programs(1) * LQ, BLOCK_D], strides=[BLOCK_D, 1],
+                                       block_shape=[BLOCK_M, BLOCK_D])
+    kv_rows = (tl.num_programs(1) // GROUP) * LK
+    k_desc = tl.make_tensor_descriptor(K, shape=[kv_rows, BLOCK_D], strides=[BLOCK_D, 1],
+                                       block_shape=[BLOCK_N, BLOCK_D])
+    v_desc = tl.make_tensor_descriptor(V, shape=[kv_rows, BLOCK_D], strides=[BLOCK_D, 1],
+                                       block_shape=[BLOCK_N, BLOCK_D])
+    q_row = off_bh * LQ + start_m * BLOCK_M  # first row of this query tile in the flattened view
+    kv_row = off_kh * LK
+    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+
+    q = q_desc.load([q_row, 0])  # (BLOCK_M, BLOCK_D)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for start_n in tl.range(0, LK, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
+        k = k_desc.load([kv_row + start_n, 0])  # (BLOCK_N, BLOCK_D)
+        v = v_desc.load([kv_row + start_n, 0])
+        acc, l_i, m_i = online_softmax_step(acc, l_i, m_i, q, k, v, start_n + offs_n, offs_m, qk_scale, LK, 0,
+                                            False, False, "tf32")
+    o_desc.store([q_row, 0], (acc / l_i[:, None]).to(q.dtype))
+    tl.store(LSE + off_bh * LQ + offs_m, m_i + tl.math.log2(l_i))
+
+
+def check_ws_supported(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, block_n: int) -> None:
+    """Raise ValueError naming what this experimental kernel does not handle (see the module docstring)."""
+    lq, lk, d = q.shape[-2], k.shape[-2], q.shape[-1]
+    problems = []
+    if causal:
+        problems.append("causal=True (only the unmasked, non-causal loop is warp-specialised)")
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        problems.append(f"dtype {q.dtype} (float16 or bfloat16 only)")
+    if d not in (64, 128):
+        problems.append(f"head dim {d} (64 or 128 only)")
+    if lq % block_m or lk % block_n:
+        problems.append(f"lengths Lq={lq}, Lk={lk} (must be multiples of the {block_m}x{block_n} tile)")
+    if problems:
+        raise ValueError("the warp-specialised forward does not handle " + "; ".join(problems))
+
+
+def _torch_scratch(size: int, alignment: int, stream):
+    """Global memory for the descriptors a kernel creates on the device (Triton asks for it at launch)."""
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+def _ensure_allocator() -> None:
+    """On-device descriptors need ``triton.set_allocator``; set a torch one unless the caller set their own."""
+    from triton.runtime import _allocation
+
+    if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
+        triton.set_allocator(_torch_scratch)
+
+
+def flash_fwd_ws(q, k, v, causal: bool, scale: float, config=WS_CONFIGS[0], warp_specialize: bool = True):
+    """q (B, H, Lq, D), k/v (B, Hk, Lk, D) -> (o (B, H, Lq, D), lse2 (B*H, Lq) float32, base 2).
+
+    ``config = (BLOCK_M, BLOCK_N, num_warps, num_stages)``; ``num_warps`` counts the warps *before*
+    specialisation (4: one consumer warp group per 64 rows, Triton adds the producer).
+    """
+    block_m, block_n, num_warps, num_stages = config
+    check_ws_supported(q, k, causal, block_m, block_n)
+    b, h, lq, d = q.shape
+    hk, lk = k.shape[1], k.shape[2]
+    q2 = q.reshape(b * h * lq, d).contiguous()
+    k2 = k.reshape(b * hk * lk, d).contiguous()
+    v2 = v.reshape(b * hk * lk, d).contiguous()
+    o2 = torch.empty_like(q2)
+    lse = torch.empty((b * h, lq), device=q.device, dtype=torch.float32)
+    if q.is_cuda:
+        _ensure_allocator()
+    _flash_fwd_ws_kernel[(lq // block_m, b * h)](
+        q2, k2, v2, o2, lse, h, h // hk, lq, lk, scale * 1.4426950408889634,
+        BLOCK_D=d, BLOCK_M=block_m, BLOCK_N=block_n, WARP_SPECIALIZE=warp_specialize,
+        num_warps=num_warps, num_stages=num_stages,
+    )
+    return o2.reshape(b, h, lq, d), lse
