@@ -194,7 +194,7 @@ def test_backward_breakdown_runs_in_the_interpreter():
     assert backward_candidates("dK/dV", 128, device="cpu") == [(16, 16, 1, 1)]  # the interpreter's one config
     candidates = {"dK/dV": [(16, 32, 4, 2)], "dQ": [(32, 16, 4, 1), (16, 16, 4, 2)]}
     rows = time_backward((24,), head_dim=16, dtype=torch.float32, timer=cpu_timer, device="cpu",
-                         tokens=48, model_dim=32, candidates=candidates)  # B=2, H=2
+                         tokens=48, model_dim=32, candidates=candidates, experimental=())  # B=2, H=2
     expected = [("delta", "-"), ("dK/dV", "16x32, 4 warps, 2 stages"), ("dK/dV", "autotuned"),
                 ("dQ", "32x16, 4 warps, 1 stages"), ("dQ", "16x16, 4 warps, 2 stages"), ("dQ", "autotuned"),
                 ("attnlib backward", "autotuned"), ("SDPA cuDNN backward", "-"), ("SDPA flash backward", "-")]
@@ -231,3 +231,24 @@ def test_backward_breakdown_runs_in_the_interpreter():
     assert lines[0].endswith("of attnlib's backward WRONG: relative error 0.5 against sdpa_flash")
     assert lines[1].endswith("WRONG: relative error nan against sdpa_flash")
     assert "WRONG" not in "".join(backward_lines(rows))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real breakdown in tools/gpu_check.sh")
+def test_backward_breakdown_times_the_experimental_dkdv_where_it_applies():
+    """Not causal: timed and compared with SDPA's dK, dV; causal: recorded as not run, with the reason."""
+    pytest.importorskip("triton")
+    from attnlib.bench.flash import time_backward
+
+    experimental = [("descriptors 16x16", (16, 16, 4, 2), False), ("warp-specialized 16x16", (16, 16, 4, 2), True)]
+    rows = time_backward((32,), head_dim=64, dtype=torch.float16, timer=cpu_timer, device="cpu", tokens=64,
+                         model_dim=128, candidates={"dK/dV": [(16, 16, 4, 2)], "dQ": [(16, 16, 4, 2)]},
+                         experimental=experimental)  # B=2, H=2
+    ours = [r for r in rows if r["config"].startswith("experimental: ")]
+    assert [(r["config"], r["causal"]) for r in ours] == [("experimental: " + e[0], c) for c in (False, True)
+                                                          for e in experimental]
+    for r in ours:
+        assert r["part"] == "dK/dV"
+        if r["causal"]:
+            assert r["ms"] is None and "causal=True" in r["error"]
+        else:
+            assert r["error"] is None and r["rel_error_vs_sdpa_flash"] < 1e-2, r

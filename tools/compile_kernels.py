@@ -104,12 +104,20 @@ def bench_cases(quick: bool):
 
 
 def _ws_cases(name, q, k, v):
-    """The experimental warp-specialised forward, once per configuration the ladder times (not causal)."""
+    """The experimental Hopper kernels (not causal), once per configuration the benchmark times:
+    the warp-specialised forward (ladder) and the descriptor dK/dV kernel (backward breakdown,
+    which needs one query head per K/V head: it gets K and V of q's shape)."""
+    from attnlib.kernels._flash_bwd_ws import DKDV_WS_CONFIGS, dkdv_ws
     from attnlib.kernels._flash_fwd_ws import WS_CONFIGS, flash_fwd_ws
 
     for config in WS_CONFIGS:
         yield (f"{name} fwd-ws {config[0]}x{config[1]}",
                lambda q=q, k=k, v=v, c=config: flash_fwd_ws(q, k, v, False, 0.1, config=c))
+    lse = torch.empty(q.shape[0] * q.shape[1], q.shape[2])
+    for _, config, ws in DKDV_WS_CONFIGS:
+        yield (f"{name} bwd-dkdv-ws {config[0]}x{config[1]}/{config[2]}",
+               lambda q=q, lse=lse, c=config, ws=ws: dkdv_ws(q, q, q, q, lse, lse, False, 0.1, config=c,
+                                                             warp_specialize=ws))
 
 
 def decode_cases(quick: bool):

@@ -29,6 +29,7 @@ import math
 import os
 import time
 from functools import partial
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -294,13 +295,17 @@ def backward_candidates(kernel: str, head_dim: int, dtype=torch.bfloat16, device
 
 def time_backward(seq_lens=(4096,), head_dim: int = 128, *, warmup: int = 20, rep: int = 60,
                   dtype=torch.bfloat16, timer=bench_ms, device="cuda", tokens: int = TOKENS,
-                  model_dim: int = MODEL_DIM, candidates: dict | None = None) -> list[dict]:
+                  model_dim: int = MODEL_DIM, candidates: dict | None = None,
+                  experimental: Optional[Sequence] = None) -> list[dict]:
     """Where the backward's time goes: each of its kernels, each candidate configuration, against SDPA's.
 
     Rows (``part``, ``config``): ``delta`` (rowsum(dO * O), memory-bound: ms only), ``dK/dV`` and
     ``dQ`` with each configuration their autotuner chooses from (:func:`backward_candidates`,
     or ``candidates``) and autotuned, attnlib's whole backward (the three kernels, autotuned), and
     the backward alone of SDPA's cuDNN and flash backends (the graph of one forward, replayed).
+    ``experimental`` adds dK/dV rows of :mod:`attnlib.kernels._flash_bwd_ws` (``(label, config,
+    warp_specialize)`` tuples, default its ``DKDV_WS_CONFIGS``; ``()`` for none), labelled
+    "experimental: ..."; where the kernel does not apply (causal) the row records why.
     A kernel's TFLOP/s counts the products it executes (:data:`BACKWARD_PRODUCTS`, each
     ``2 * Lq * Lk * D`` per head, halved when causal); a whole backward's counts the papers'
     convention, 2.5x the forward. Each kernel's gradients are compared with each SDPA backend's.
@@ -308,7 +313,9 @@ def time_backward(seq_lens=(4096,), head_dim: int = 128, *, warmup: int = 20, re
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from ..kernels import flash
+    from ..kernels._flash_bwd_ws import DKDV_WS_CONFIGS
 
+    experimental = DKDV_WS_CONFIGS if experimental is None else experimental
     rows = []
     for n in seq_lens:
         b, h = tokens // n, model_dim // head_dim
@@ -328,6 +335,10 @@ def time_backward(seq_lens=(4096,), head_dim: int = 128, *, warmup: int = 20, re
                     label = "autotuned" if config is None else "{}x{}, {} warps, {} stages".format(*config)
                     fn = partial(run_part, q, k, v, do, lse, delta, causal, scale, config)
                     timed.append((part, label, fn, BACKWARD_PRODUCTS[part] * per_product, None))
+                if part == "dK/dV":
+                    for label, config, ws in experimental:
+                        fn = partial(_experimental_dkdv, q, k, v, do, lse, delta, causal, scale, config, ws)
+                        timed.append((part, "experimental: " + label, fn, BACKWARD_PRODUCTS[part] * per_product, None))
             bwd_flops = 2.5 * fwd_flops / (2 if causal else 1)  # the convention's five products
             timed.append(("attnlib backward", "autotuned",
                           partial(flash._backward, q, k, v, o, lse, do, causal, scale), bwd_flops, None))
@@ -358,6 +369,13 @@ def time_backward(seq_lens=(4096,), head_dim: int = 128, *, warmup: int = 20, re
         if torch.device(device).type == "cuda":
             torch.cuda.empty_cache()
     return rows
+
+
+def _experimental_dkdv(q, k, v, do, lse, delta, causal, scale, config, warp_specialize):
+    """The experimental descriptor dK/dV kernel, or a ValueError saying why it does not apply here."""
+    from ..kernels._flash_bwd_ws import dkdv_ws
+
+    return dkdv_ws(q, k, v, do, lse, delta, causal, scale, config=config, warp_specialize=warp_specialize)
 
 
 def _sdpa_backward(leaves, do, causal):

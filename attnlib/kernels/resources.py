@@ -198,8 +198,8 @@ def compile_report(launch: Callable[[], object], *, arch: int = 90, all_configs:
     return compiler.rows
 
 
-FLASH_KERNELS = ("portable", "tma", "dkdv", "dq", "ws")  # forward kernels, the backward's dK/dV and dQ, and the
-# experimental warp-specialised forward (Hopper, not causal; attnlib.kernels._flash_fwd_ws)
+FLASH_KERNELS = ("portable", "tma", "dkdv", "dq", "ws", "dkdv-ws")  # forward kernels, the backward's dK/dV and
+# dQ, and the experimental Hopper kernels (not causal): attnlib.kernels._flash_fwd_ws and ._flash_bwd_ws
 
 
 def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = False, arch: int = 90,
@@ -210,7 +210,8 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
     ``kernel``: ``"portable"`` or ``"tma"`` (the forward; tensor descriptors are Hopper only),
     ``"dkdv"`` or ``"dq"`` (the backward's two kernels), ``"ws"`` (the experimental
     warp-specialised forward: not causal; its configurations are ``WS_CONFIGS``, none
-    pruned). ``configs`` (``(BLOCK_M, BLOCK_N,
+    pruned), ``"dkdv-ws"`` (the experimental descriptor dK/dV kernel: ``DKDV_WS_CONFIGS``,
+    the 4-warp one warp-specialised). ``configs`` (``(BLOCK_M, BLOCK_N,
     num_warps, num_stages)`` tuples) replaces the kernel's autotuning space, to ask about tiles
     it does not hold; every configuration is compiled, and ``kept_by_pruning`` says which ones
     the autotuner would time.
@@ -222,7 +223,7 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
 
     if kernel not in FLASH_KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(map(repr, FLASH_KERNELS))}, got {kernel!r}")
-    if kernel in ("tma", "ws") and arch < 90:
+    if kernel in ("tma", "ws", "dkdv-ws") and arch < 90:
         raise ValueError(f"the {kernel} kernel needs compute capability 9.0 or newer (arch >= 90), got arch={arch}")
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
@@ -238,6 +239,16 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
         for config in configs or WS_CONFIGS:
             rows += compile_report(lambda c=tuple(config): flash_fwd_ws(q, k, v, causal, scale, config=c), arch=arch,
                                    case="flash forward (ws)", head_dim=head_dim, dtype=dtype)
+        return rows
+    if kernel == "dkdv-ws":
+        from ._flash_bwd_ws import DKDV_WS_CONFIGS, dkdv_ws
+
+        rows = []
+        chosen = [tuple(c) for c in configs] if configs else [c for _, c, _ in DKDV_WS_CONFIGS]
+        for config in chosen:
+            def launch(c=config):  # warp-specialised with 4 warps, as the benchmark runs it
+                return dkdv_ws(q, k, v, q, lse, delta, causal, scale, config=c, warp_specialize=c[2] == 4)
+            rows += compile_report(launch, arch=arch, case="flash backward (dkdv-ws)", head_dim=head_dim, dtype=dtype)
         return rows
     tuner, launch = {
         "portable": (_flash_fwd.flash_fwd_kernel, lambda: flash._forward_portable(q, k, v, causal, scale)),
@@ -297,8 +308,8 @@ def main(argv=None) -> int:
     parser.add_argument("--causal", action="store_true")
     parser.add_argument("--arch", type=int, default=90, help="compute capability x10 (90: H100/H200, 75: T4)")
     parser.add_argument("--kernel", default="portable", choices=FLASH_KERNELS,
-                        help="the forward's portable or tma kernel, the backward's dkdv or dq, or the "
-                             "experimental warp-specialised forward (ws)")
+                        help="the forward's portable or tma kernel, the backward's dkdv or dq, or an "
+                             "experimental Hopper kernel (ws: the forward, dkdv-ws: dK/dV)")
     parser.add_argument("--configs", type=_parse_configs, default=None,
                         help="BLOCK_M,BLOCK_N,num_warps,num_stages;... instead of the autotuning space")
     args = parser.parse_args(argv)
