@@ -168,6 +168,9 @@ def test_ladder_logic_runs_in_the_interpreter():
     names = [name for name, _, _ in LADDER]
     assert "TMA, autotuned (the default on Hopper)" in names and names[0].startswith("portable 128x64")
     assert all(kernel in ("portable", "tma", "ws") for _, kernel, _ in LADDER)
+    from attnlib.kernels._flash_fwd_ws import WS_CONFIGS  # the ladder times exactly the experimental configurations
+
+    assert tuple(config for _, kernel, config in LADDER if kernel == "ws") == WS_CONFIGS
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real ladder in tools/gpu_check.sh")
@@ -254,50 +257,51 @@ def test_backward_breakdown_times_the_experimental_dkdv_where_it_applies():
             assert r["error"] is None and r["rel_error_vs_sdpa_flash"] < 1e-2, r
 
 
-def test_experimental_kernels_are_gated_by_a_child_process_canary(monkeypatch):
+def test_experimental_kernels_are_gated_by_a_child_process(monkeypatch):
     """A hang or an abort of an experimental kernel must cost a child process, not the benchmark's results."""
+    import json
     import subprocess
 
-    from attnlib.bench import flash as fb
+    from attnlib.bench import canary
 
-    keys = [fb._canary_key(*kernel) for kernel in fb._experimental_kernels()]
+    keys = [canary.key(*kernel) for kernel in canary.experimental_kernels()]
     assert keys == ["ws 128x64/4/3/ws", "ws 128x128/4/2/ws", "dkdv-ws 64x128/8/3", "dkdv-ws 64x128/4/2/ws"]
 
     def hang(*args, **kwargs):
         raise subprocess.TimeoutExpired(cmd="python", timeout=kwargs.get("timeout"))
 
     monkeypatch.setattr(subprocess, "run", hang)
-    monkeypatch.setattr(fb, "_CANARY", {})
-    outcome = fb.experimental_canary(timeout_s=1)
+    monkeypatch.setattr(canary, "_OUTCOME", {})
+    outcome = canary.run_in_child(timeout_s=1)
     assert set(outcome) == set(keys) and all("did not finish in 1 s" in why for why in outcome.values())
-    with pytest.raises(RuntimeError, match="not run in the benchmark's process: the canary process did not finish"):
-        fb._canary_gate("dkdv-ws", (64, 128, 4, 2), True)
+    with pytest.raises(RuntimeError, match="not run in the benchmark's process: the child process did not finish"):
+        canary.gate("dkdv-ws", (64, 128, 4, 2), True)
 
     class Aborted:
         returncode, stdout, stderr = -6, "", "Assertion `false' failed."
 
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: Aborted())
-    outcome = fb.experimental_canary()
+    outcome = canary.run_in_child()
     assert all("exited with status -6" in why and "Assertion" in why for why in outcome.values())
 
     class Ran:
         returncode, stderr = 0, ""
-        stdout = "compiling...\n" + __import__("json").dumps({keys[0]: None, keys[1]: "relative error 0.5 in the canary"})
+        stdout = "compiling...\n" + json.dumps({keys[0]: None, keys[1]: "relative error 0.5"})
 
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: Ran())
-    outcome = fb.experimental_canary()
-    assert outcome[keys[0]] is None and "0.5" in outcome[keys[1]] and outcome[keys[2]] == "not run by the canary"
-    fb._canary_gate("ws", (128, 64, 4, 3), True)  # passed: no error
+    outcome = canary.run_in_child()
+    assert outcome[keys[0]] is None and "0.5" in outcome[keys[1]] and outcome[keys[2]] == "not run by the child process"
+    canary.gate("ws", (128, 64, 4, 3), True)  # passed: no error
     with pytest.raises(RuntimeError, match="relative error 0.5"):
-        fb._canary_gate("ws", (128, 128, 4, 2), True)
-    monkeypatch.setattr(fb, "_CANARY", {})
-    fb._canary_gate("ws", (128, 128, 4, 2), True)  # never tried (the interpreter): allowed
+        canary.gate("ws", (128, 128, 4, 2), True)
+    monkeypatch.setattr(canary, "_OUTCOME", {})
+    canary.gate("ws", (128, 128, 4, 2), True)  # never tried (the interpreter): allowed
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the canary in a child process")
-def test_canary_child_checks_each_experimental_kernel_in_the_interpreter():
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the child process")
+def test_the_child_checks_each_experimental_kernel_in_the_interpreter():
     pytest.importorskip("triton")
-    from attnlib.bench import flash as fb
+    from attnlib.bench import canary
 
-    outcome = fb._canary_child(device="cpu", dtype=torch.float16, seq_len=128)
-    assert outcome == {fb._canary_key(*kernel): None for kernel in fb._experimental_kernels()}
+    outcome = canary.child(device="cpu", dtype=torch.float16, seq_len=128)
+    assert outcome == {canary.key(*kernel): None for kernel in canary.experimental_kernels()}

@@ -34,6 +34,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from . import canary
 from .flops import attention_flops
 from .timing import attention_tflops, bench_ms
 
@@ -185,8 +186,8 @@ LADDER = (
     ("TMA 128x64, 8 warps, 3 stages", "tma", (128, 64, 8, 3)),
     ("TMA 128x128, 8 warps, 3 stages", "tma", (128, 128, 8, 3)),
     ("TMA, autotuned (the default on Hopper)", "tma", None),
-    # Experimental, not used by flash_attention (attnlib.kernels._flash_fwd_ws): descriptors made on the
-    # device and Triton's Hopper warp specialisation (4 warps become 12); not causal, whole tiles only.
+    # Experimental, not used by flash_attention (attnlib.kernels._flash_fwd_ws, its WS_CONFIGS): descriptors
+    # made on the device and Triton's Hopper warp specialisation (4 warps become 12); not causal, whole tiles.
     ("warp-specialized 128x64, 4(+8) warps, 3 stages", "ws", (128, 64, 4, 3)),
     ("warp-specialized 128x128, 4(+8) warps, 2 stages", "ws", (128, 128, 4, 2)),
 )
@@ -269,7 +270,7 @@ def _ladder_step(kernel: str, config, q, k, v, causal: bool):
             raise RuntimeError(f"the TMA kernel is off: {flash._TMA_FAILURE[:150]}")
         if kernel == "ws":  # causal, lengths off the tiles, or failed in the canary: recorded as not run, with why
             _flash_fwd_ws.check_ws_supported(q, k, causal, config[0], config[1])
-            _canary_gate("ws", config, True)
+            canary.gate("ws", config, True)
         return forward(q, k, v, causal, scale, config)[0]
 
     return step
@@ -376,85 +377,8 @@ def _experimental_dkdv(q, k, v, do, lse, delta, causal, scale, config, warp_spec
     """The experimental descriptor dK/dV kernel, or an error saying why it does not run here."""
     from ..kernels._flash_bwd_ws import dkdv_ws
 
-    _canary_gate("dkdv-ws", config, warp_specialize)
+    canary.gate("dkdv-ws", config, warp_specialize)
     return dkdv_ws(q, k, v, do, lse, delta, causal, scale, config=config, warp_specialize=warp_specialize)
-
-
-# The experimental Hopper kernels (_flash_fwd_ws, _flash_bwd_ws) are new code on a new compiler path
-# (warp specialisation): before the benchmark runs them in its own process, a child process runs each
-# once (experimental_canary). Key "<kind> BMxBN/warps/stages[/ws]" -> None (ran, matched) or why not.
-_CANARY: dict = {}
-
-
-def _canary_key(kind: str, config, warp_specialize: bool) -> str:
-    return f"{kind} {config[0]}x{config[1]}/{config[2]}/{config[3]}" + ("/ws" if warp_specialize else "")
-
-
-def _canary_gate(kind: str, config, warp_specialize: bool) -> None:
-    """Raise if the canary tried this kernel and it failed (not tried, e.g. in the interpreter: allowed)."""
-    reason = _CANARY.get(_canary_key(kind, config, warp_specialize))
-    if reason is not None:
-        raise RuntimeError(f"not run in the benchmark's process: {reason}")
-
-
-def _experimental_kernels() -> list[tuple[str, tuple, bool]]:
-    from ..kernels._flash_bwd_ws import DKDV_WS_CONFIGS
-
-    return ([("ws", config, True) for _, kind, config in LADDER if kind == "ws"]
-            + [("dkdv-ws", config, ws) for _, config, ws in DKDV_WS_CONFIGS])
-
-
-def _canary_child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024) -> dict:
-    """In the child: each experimental kernel once on random input (B=1, H=2, N=seq_len, D=128),
-    compared with SDPA's output or attnlib's own dK/dV; {key: None or the reason it failed}."""
-    from ..kernels import flash
-    from ..kernels._flash_bwd_ws import dkdv_ws
-    from ..kernels._flash_fwd_ws import flash_fwd_ws
-
-    gen = torch.Generator(device=device).manual_seed(5)
-    q, k, v, do = (torch.randn(1, 2, seq_len, 128, device=device, dtype=dtype, generator=gen) for _ in range(4))
-    scale = 128 ** -0.5
-    o, lse = flash._forward(q, k, v, False, scale)
-    delta = flash._backward_delta(o, do)
-    ref_o = F.scaled_dot_product_attention(q, k, v)
-    ref_dkdv = flash._backward_dkdv(q, k, v, do, lse, delta, False, scale)
-    result = {}
-    for kind, config, ws in _experimental_kernels():
-        key = _canary_key(kind, config, ws)
-        try:
-            if kind == "ws":
-                errors = [_rel(flash_fwd_ws(q, k, v, False, scale, config=config)[0], ref_o)]
-            else:
-                got = dkdv_ws(q, k, v, do, lse, delta, False, scale, config=config, warp_specialize=ws)
-                errors = [_rel(a, b) for a, b in zip(got, ref_dkdv)]
-            _sync(device)
-            result[key] = None if max(errors) < _CHECK_TOL else f"relative error {max(errors):.3g} in the canary"
-        except Exception as e:  # noqa: BLE001 - reported to the parent
-            result[key] = f"{type(e).__name__}: {str(e)[:200]}"
-    return result
-
-
-def experimental_canary(timeout_s: float = 180) -> dict:
-    """Run :func:`_canary_child` in a child Python; remember (and return) which experimental kernels may run."""
-    import json
-    import subprocess
-    import sys
-
-    keys = [_canary_key(*kernel) for kernel in _experimental_kernels()]
-    code = "import json; from attnlib.bench.flash import _canary_child; print(json.dumps(_canary_child()))"
-    try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s)
-        lines = done.stdout.strip().splitlines()
-        if done.returncode == 0 and lines:
-            result = json.loads(lines[-1])
-        else:
-            reason = f"the canary process exited with status {done.returncode}: {done.stderr.strip()[-200:]}"
-            result = {key: reason for key in keys}
-    except subprocess.TimeoutExpired:
-        result = {key: f"the canary process did not finish in {timeout_s:.0f} s (a hang?)" for key in keys}
-    _CANARY.clear()
-    _CANARY.update({key: result.get(key, "not run by the canary") for key in keys})
-    return dict(_CANARY)
 
 
 def _sdpa_backward(leaves, do, causal):
@@ -548,8 +472,8 @@ def run(quick: bool = False) -> dict:
     tma = flash_module._tma_available(probe) and flash_module._TMA_FAILURE is None
     impls = (IMPLS + ("attnlib_flash_portable",) if tma else IMPLS) if correct else IMPLS[1:]
     # The experimental kernels run once in a child process first: a hang or an abort costs the child only.
-    canary = experimental_canary() if correct else {}
-    print("[attnlib.bench] experimental kernels in a child process:", canary or "not tried", flush=True)
+    tried = canary.run_in_child() if correct else {}
+    print("[attnlib.bench] experimental kernels in a child process:", tried or "not tried", flush=True)
     # First the ladder (a few seconds): how each step of the forward moves it, at the target's shapes.
     ladder = time_ladder((4096,) if quick else (4096, 16384), warmup=warmup, rep=rep) if correct else []
     # Then the backward kernel by kernel and tile by tile (a few seconds): where forward+backward's time goes.
