@@ -2,12 +2,12 @@ r"""An experimental Hopper dK/dV kernel: on-device descriptors, optionally warp-
 
 The backward's dK/dV kernel (:mod:`._flash_bwd`) holds a key tile's two float32 accumulators
 for its whole loop over the queries, and at 64 query rows x 128 keys (D = 128, the tile the
-autotuner picks on an H200) it needs all 255 registers a thread may have and spills. Most
+autotuner picks on an H200) it needs all 255 registers a thread may have and spills. Part
 of the rest is addresses: a ``(64, 128)`` block of pointers for Q and one for dO. Loading
 those tiles through tensor descriptors made in the kernel (``tl.make_tensor_descriptor``)
 leaves the address arithmetic to the copy engine. Compiled for sm_90 (no GPU needed:
-``python -m attnlib.kernels.resources --kernel dkdv-ws``), the same tile then needs about
-240 registers and no spill, under Triton 3.6 and 3.9; with 4 warps and
+``python -m attnlib.kernels.resources --kernel dkdv-ws``), the same tile then needs 237-248
+registers (Triton 3.9, 3.6) and no spill; with 4 warps and
 ``tl.range(..., warp_specialize=True)``, Triton splits it into a loading warp group and two
 computing ones (12 warps, ``setmaxnreg``), as FlashAttention-3 does by hand.
 
