@@ -19,7 +19,6 @@ import torch
 
 __all__ = ["run_in_child", "gate", "experimental_kernels", "key"]
 
-_TOL = 2e-2  # relative error (in norm) allowed for bfloat16
 _OUTCOME: dict = {}  # key -> None (ran in the child and matched) or why it may not run here
 
 
@@ -43,17 +42,13 @@ def gate(kind: str, config, warp_specialize: bool) -> None:
         raise RuntimeError(f"not run in the benchmark's process: {reason}")
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().float(), b.detach().float()
-    return float((a - b).norm() / b.norm().clamp_min(1e-12))
-
-
 def child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024) -> dict:
     """In the child: each experimental kernel once on random input (B=1, H=2, N=seq_len, D=128);
     ``{key: None or the reason it failed}``."""
     from ..kernels import flash
     from ..kernels._flash_bwd_ws import dkdv_ws
     from ..kernels._flash_fwd_ws import flash_fwd_ws
+    from .flash import _CHECK_TOL, _rel  # the flash suite's comparison and its bfloat16 tolerance
 
     gen = torch.Generator(device=device).manual_seed(5)
     q, k, v, do = (torch.randn(1, 2, seq_len, 128, device=device, dtype=dtype, generator=gen) for _ in range(4))
@@ -72,7 +67,7 @@ def child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024) -> di
                 errors = [_rel(a, b) for a, b in zip(got, ref_dkdv)]
             if device == "cuda":
                 torch.cuda.synchronize()  # a kernel that faults or hangs does it here, in the child
-            result[key(kind, config, ws)] = None if max(errors) < _TOL else f"relative error {max(errors):.3g}"
+            result[key(kind, config, ws)] = None if max(errors) < _CHECK_TOL else f"relative error {max(errors):.3g}"
         except Exception as e:  # noqa: BLE001 - reported to the parent
             result[key(kind, config, ws)] = f"{type(e).__name__}: {str(e)[:200]}"
     return result

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._flash_fwd_ws import _ensure_allocator
+from ._flash_fwd_ws import _ensure_allocator, unhandled
 
 __all__ = ["dkdv_ws", "check_dkdv_ws_supported", "DKDV_WS_CONFIGS"]
 
@@ -79,18 +79,9 @@ def _flash_bwd_dkdv_ws_kernel(
 
 def check_dkdv_ws_supported(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, block_n: int) -> None:
     """Raise ValueError naming what this experimental kernel does not handle (see the module docstring)."""
-    lq, lk, d = q.shape[-2], k.shape[-2], q.shape[-1]
-    problems = []
-    if causal:
-        problems.append("causal=True")
+    problems = unhandled(q, k, causal, block_m, block_n)
     if q.shape[1] != k.shape[1]:
         problems.append(f"grouped K/V heads ({q.shape[1]} query heads, {k.shape[1]} key/value heads)")
-    if q.dtype not in (torch.float16, torch.bfloat16):
-        problems.append(f"dtype {q.dtype} (float16 or bfloat16 only)")
-    if d not in (64, 128):
-        problems.append(f"head dim {d} (64 or 128 only)")
-    if lq % block_m or lk % block_n:
-        problems.append(f"lengths Lq={lq}, Lk={lk} (must be multiples of the {block_m}x{block_n} tile)")
     if problems:
         raise ValueError("the experimental dK/dV kernel does not handle " + "; ".join(problems))
 

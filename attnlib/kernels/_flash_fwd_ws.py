@@ -27,7 +27,7 @@ import triton.language as tl
 
 from ._flash_fwd import online_softmax_step
 
-__all__ = ["flash_fwd_ws", "check_ws_supported", "WS_CONFIGS"]
+__all__ = ["flash_fwd_ws", "check_ws_supported", "unhandled", "WS_CONFIGS"]
 
 # (BLOCK_M, BLOCK_N, num_warps before specialisation, num_stages): the tiles the ladder times. With
 # the producer's extra buffers, 128x128 fits sm_90's 227 KiB of shared memory at two stages, not three.
@@ -71,18 +71,24 @@ def _flash_fwd_ws_kernel(
     tl.store(LSE + off_bh * LQ + offs_m, m_i + tl.math.log2(l_i))
 
 
-def check_ws_supported(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, block_n: int) -> None:
-    """Raise ValueError naming what this experimental kernel does not handle (see the module docstring)."""
+def unhandled(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, block_n: int) -> list[str]:
+    """What the experimental Hopper kernels (this forward and ``_flash_bwd_ws``) do not handle, in words."""
     lq, lk, d = q.shape[-2], k.shape[-2], q.shape[-1]
     problems = []
     if causal:
-        problems.append("causal=True (only the unmasked, non-causal loop is warp-specialised)")
+        problems.append("causal=True (only the unmasked, non-causal loop is handled)")
     if q.dtype not in (torch.float16, torch.bfloat16):
         problems.append(f"dtype {q.dtype} (float16 or bfloat16 only)")
     if d not in (64, 128):
         problems.append(f"head dim {d} (64 or 128 only)")
     if lq % block_m or lk % block_n:
         problems.append(f"lengths Lq={lq}, Lk={lk} (must be multiples of the {block_m}x{block_n} tile)")
+    return problems
+
+
+def check_ws_supported(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, block_n: int) -> None:
+    """Raise ValueError naming what this experimental kernel does not handle (see the module docstring)."""
+    problems = unhandled(q, k, causal, block_m, block_n)
     if problems:
         raise ValueError("the warp-specialised forward does not handle " + "; ".join(problems))
 
