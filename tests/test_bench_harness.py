@@ -140,7 +140,7 @@ def test_autotuned_configs_are_recorded_as_text(monkeypatch):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real ladder in tools/gpu_check.sh")
-def test_ladder_logic_runs_in_the_interpreter():
+def test_ladder_logic_runs_in_the_interpreter(monkeypatch):
     """Each step of the forward (fixed tiles, autotuned, TMA) computes SDPA's function; refusals are recorded."""
     pytest.importorskip("triton")
     from attnlib.bench.flash import LADDER, ladder_lines, time_ladder
@@ -168,6 +168,17 @@ def test_ladder_logic_runs_in_the_interpreter():
     names = [name for name, _, _ in LADDER]
     assert "TMA, autotuned (the default on Hopper)" in names and names[0].startswith("portable 128x64")
     assert all(kernel in ("portable", "tma", "ws") for _, kernel, _ in LADDER)
+    assert all(len(name) <= 47 for name in names)  # the printed column
+    # the two-programs-per-SM steps time configurations the TMA autotuner also tries
+    from attnlib.kernels import _flash_config
+
+    two_per_sm = [config for name, _, config in LADDER if name.endswith("2/SM")]
+    assert len(two_per_sm) == 2 and all(c[:2] == (128, 64) and c[3] == 2 for c in two_per_sm)
+    monkeypatch.setattr(_flash_config, "INTERPRET", False)
+    monkeypatch.setattr(_flash_config, "AUTOTUNE", True)
+    space = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages, *([c.maxnreg] if c.maxnreg else []))
+             for c in _flash_config.tma_fwd_configs()}
+    assert set(two_per_sm) <= space
     from attnlib.kernels._flash_fwd_ws import WS_CONFIGS  # the ladder times exactly the experimental configurations
 
     assert tuple(config for _, kernel, config in LADDER if kernel == "ws") == WS_CONFIGS

@@ -56,6 +56,13 @@ def test_all_kernels_compile_for_sm90_fit_and_have_spill_free_configs(tmp_path):
     dkdv_ws = [r for r in rows if r["kernel"] == "_flash_bwd_dkdv_ws_kernel"]
     assert {r["num_warps"] for r in dkdv_ws} == {4, 8} and all(r["spill_bytes"] == 0 for r in dkdv_ws), dkdv_ws
     assert all(r["warps_compiled"] > 4 for r in dkdv_ws if r["num_warps"] == 4), dkdv_ws
+    # The descriptor forward's 128x64 two-stage tiles fit twice on one SM: 8 warps capped at 128
+    # registers (maxnreg) and 4 warps (255), each in 97 KiB; the 128x128 tiles fit once.
+    tma128 = {(r["BLOCK_M"], r["BLOCK_N"], r["num_warps"], r["num_stages"], r["maxnreg"]): r for r in rows
+              if r["kernel"] == "_flash_fwd_tma_kernel" and r["head_dim"] == 128 and r["dtype"] == "bfloat16"}
+    assert tma128[(128, 64, 8, 2, 128)]["programs_per_sm"] == 2 and tma128[(128, 64, 8, 2, 128)]["spill_bytes"] == 0
+    assert tma128[(128, 64, 4, 2, None)]["programs_per_sm"] == 2
+    assert tma128[(128, 128, 8, 2, None)]["programs_per_sm"] == 1
     fwd128 = [r for r in rows if r["kernel"] == "_flash_fwd_kernel" and r["head_dim"] == 128]
     assert len({(r["BLOCK_M"], r["BLOCK_N"], r["num_warps"], r["num_stages"]) for r in fwd128}) >= 4
     # Without autotuning (ATTNLIB_FLASH_AUTOTUNE=0, the GPU tests) each kernel runs its first kept

@@ -222,15 +222,16 @@ def test_fixed_tile_forwards_match_the_autotuned_one(case):
     scale = d ** -0.5
     out, lse = flash._forward_portable(q, k, v, causal, scale)
     configs = [("portable", (16, 32, 4, 2)), ("portable", (32, 16, 4, 1))]
-    if flash.TensorDescriptor is not None:
-        configs += [("tma", (32, 16, 4, 2)), ("tma", (16, 32, 4, 1))]
+    if flash.TensorDescriptor is not None:  # a fifth number caps the registers (maxnreg; a GPU compile option)
+        configs += [("tma", (32, 16, 4, 2)), ("tma", (16, 32, 4, 1)), ("tma", (16, 16, 8, 2, 128))]
     for kernel, config in configs:
         forward = flash._forward_tma if kernel == "tma" else flash._forward_portable
         fixed_out, fixed_lse = forward(q, k, v, causal, scale, config)
         _assert_close(fixed_out, out, TOL[torch.float32], f"{kernel} forward with tiles {config}")
         torch.testing.assert_close(fixed_lse, lse, rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match=r"config must be \(BLOCK_M, BLOCK_N, num_warps, num_stages\)"):
-        flash._forward_portable(q, k, v, causal, scale, (16, 16, 4))
+    for bad in ((16, 16, 4), (16, 16, 4, 2, 128, 1), (16, 16, 4, 2, 0), (16, 16, True, 2)):
+        with pytest.raises(ValueError, match=r"config must be \(BLOCK_M, BLOCK_N, num_warps, num_stages\)"):
+            flash._forward_portable(q, k, v, causal, scale, bad)
 
 
 def test_a_fixed_configuration_is_the_one_launched(monkeypatch):

@@ -44,10 +44,23 @@ def test_forward_space_for_each_head_dim(as_on_h200):
     assert (64, 32, 4, 2) in kept[256] and (64, 64, 4, 3) in kept[256]  # D=256: timed against a borderline tile
 
 
-@pytest.mark.parametrize("space", ["fwd_configs", "bwd_dkdv_configs", "bwd_dq_configs"])
+def test_the_descriptor_forward_also_tries_two_programs_per_sm(as_on_h200):
+    """The TMA space is the portable one plus 128x64 two-stage tiles (97 KiB: two fit in an SM's 228 KiB),
+    one on 8 warps capped at 128 registers per thread (two programs then fill the 65,536 registers)."""
+    portable, tma = cfg.fwd_configs(), cfg.tma_fwd_configs()
+    assert _tiles(portable) < _tiles(tma)
+    assert (tma[0].kwargs, tma[0].num_warps, tma[0].num_stages) == (portable[0].kwargs, 8, 3)  # same default
+    assert _tiles(tma[-1:]) == _tiles(portable[-1:])  # same fallback
+    capped = [c for c in tma if c.maxnreg is not None]
+    assert [(*_tiles([c]), c.maxnreg) for c in capped] == [((128, 64, 8, 2), 128)]
+    assert capped[0].maxnreg * 32 * capped[0].num_warps * 2 <= 65536
+    assert {(128, 64, 8, 2), (128, 64, 4, 2)} <= _tiles(cfg.prune_forward_configs(tma, {"BLOCK_D": 128}))
+
+
+@pytest.mark.parametrize("space", ["fwd_configs", "tma_fwd_configs", "bwd_dkdv_configs", "bwd_dq_configs"])
 def test_every_space_keeps_something_within_budget(as_on_h200, space):
     configs = getattr(cfg, space)()
-    prune, margin = (cfg.prune_forward_configs, 1.0) if space == "fwd_configs" else (cfg.prune_configs, 0.85)
+    prune, margin = (cfg.prune_forward_configs, 1.0) if "fwd" in space else (cfg.prune_configs, 0.85)
     for d in (16, 32, 64, 128, 256):
         kept = prune(configs, {"BLOCK_D": d})
         assert kept, (space, d)

@@ -81,6 +81,27 @@ def test_bad_configs_on_the_command_line():
     with pytest.raises(Exception, match="BLOCK_M,BLOCK_N,num_warps,num_stages"):
         resources._parse_configs("128,64,8")
     assert resources._parse_configs("128,64,8,3;64,32,4,2") == [(128, 64, 8, 3), (64, 32, 4, 2)]
+    assert resources._parse_configs("128,64,8,2,128") == [(128, 64, 8, 2, 128)]  # maxnreg
+
+
+@pytest.mark.parametrize("shared, registers, warps, expected", [
+    (99344, 128, 8, 2),   # 128x64 tiles, 2 stages, capped at 128 registers: two programs per SM
+    (99344, 138, 8, 1),   # 138 registers round up to 144 per thread: 2 x 256 x 144 > 65,536
+    (99344, 255, 4, 2),   # 4 warps at 255: 2 x 128 x 256 = 65,536 exactly
+    (165888, 189, 8, 1),  # 128x128 tiles, 2 stages: 162 KiB, one fits in 228 KiB
+    (232448, 32, 4, 1),   # the whole per-block limit (227 KiB) plus the 1 KiB reserve is exactly an SM
+    (232449, 32, 4, 0),   # one byte more cannot launch
+    (0, 32, 4, 16),       # tiny programs: the 64 warps of an SM are the limit
+])
+def test_programs_per_sm_is_the_least_of_three_limits(shared, registers, warps, expected):
+    assert resources.programs_per_sm(shared, registers, warps, arch=90) == expected
+
+
+def test_programs_per_sm_rejects_bad_input():
+    with pytest.raises(ValueError, match="registers must be a non-negative int"):
+        resources.programs_per_sm(1024, -1, 4)
+    with pytest.raises(ValueError, match="warps must be at least 1"):
+        resources.programs_per_sm(1024, 32, 0)
 
 
 def test_matrix_instructions_are_counted_by_kind():

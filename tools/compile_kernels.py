@@ -13,7 +13,8 @@ caught and compiled for the target instead of run; an autotuned kernel is compil
 each configuration its pruning keeps (``--all-configs``: also for those it drops). For
 each compiled kernel it reports shared memory (Triton's allocation, against the target's
 per-block limit), registers per thread and local-memory bytes (register spills), read from
-the cubin by the ``cuobjdump`` that ships with Triton.
+the cubin by the ``cuobjdump`` that ships with Triton, and how many programs of it one SM
+holds at once (``/SM``, :func:`attnlib.kernels.resources.programs_per_sm`).
 
 It fails (exit status 1) if a kept configuration does not compile, if one needs more
 shared memory than the target has, if a kernel has no configuration that compiles, or
@@ -185,7 +186,7 @@ def main(argv=None) -> int:
     print(f"Triton {triton.__version__}, target sm_{args.arch} (shared memory limit {compiler.limit} B), "
           f"{len(rows)} kernels compiled in {time.perf_counter() - start:.0f} s")
     print(f"{'case':<34} {'kernel':<26} {'tile':<13} {'w':>2} {'s':>2} {'shared':>7} {'regs':>4} {'spill':>5} "
-          f"{'mma':>5}  note")
+          f"{'mma':>5} {'/SM':>3}  note")
     for r in rows:
         tile = "x".join(str(r[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_D", "BLOCK") if k in r)
         note = r["error"] or ("" if r["fits_shared"] else "OVER SHARED LIMIT")
@@ -194,8 +195,10 @@ def main(argv=None) -> int:
         shared = f"{r['shared_bytes'] // 1024}K" if r["error"] is None else "-"
         regs = r.get("registers", "-")
         spill = r.get("spill_bytes", "-")
+        if r.get("maxnreg"):
+            note = f"maxnreg {r['maxnreg']} " + note
         print(f"{r['case']:<34} {r['kernel']:<26} {tile:<13} {r['num_warps']:>2} {r['num_stages']:>2} "
-              f"{shared:>7} {regs:>4} {spill:>5} {_mma(r):>5}  {note}")
+              f"{shared:>7} {regs:>4} {spill:>5} {_mma(r):>5} {r.get('programs_per_sm', '-'):>3}  {note}")
     problems = [r for r in rows if r["kept_by_pruning"] and (r["error"] or not r["fits_shared"])]
     by_kernel: dict = {}
     for r in rows:

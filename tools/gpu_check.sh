@@ -89,6 +89,7 @@ ATTNLIB_FLASH_AUTOTUNE=0 timeout 120 $PY -m pytest -q -p no:cacheprovider -o add
 # others' results. The flash suite gets what is left before DEADLINE (its budget stops starting new
 # shapes 45 s before its limit, so that it still writes its JSON).
 cache_before=$(ls "$TRITON_CACHE_DIR" | wc -l)
+touch /tmp/attnlib-before-benchmarks
 for suite in decode block_sparse flash; do
   case $suite in
     decode) limit=90 ;;
@@ -102,6 +103,18 @@ for suite in decode block_sparse flash; do
 done
 echo "Triton cache entries: $cache_before before the benchmarks, $(ls "$TRITON_CACHE_DIR" | wc -l) after" \
   | tee -a "$LOG"
+# Which kernels the precompile step missed (the first run's cache grew by 13 here): each new entry's metadata.
+find "$TRITON_CACHE_DIR" -name "*.json" -newer /tmp/attnlib-before-benchmarks ! -name "__grp__*" 2>/dev/null \
+  | head -40 | xargs -r $PY -c '
+import json, sys
+for path in sys.argv[1:]:
+    try:
+        m = json.load(open(path))
+    except Exception:
+        continue
+    print("compiled during the benchmarks:", m.get("name"), "warps", m.get("num_warps"), "stages",
+          m.get("num_stages"), "maxnreg", m.get("maxnreg"), "shared", m.get("shared"))
+' 2>&1 | sort | uniq -c | tee -a "$LOG" | tail -20
 echo "== decoding probe: host cost per call, CUDA-graph replay, order (after $(elapsed) s) =="
 timeout 60 $PY tools/decode_probe.py --host --out "$OUT" 2>&1 | grep -v "Warning\|  return" | tee -a "$LOG" | tail -12
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "DECODE PROBE FAILED OR TIMED OUT (see run.log)"; status=1; }

@@ -14,7 +14,8 @@ and reports TFLOP/s (:func:`attnlib.bench.attention_flops`) and attnlib's ratio 
 backend. Before any timing it checks the kernel's output and gradients against SDPA's
 math backend in float32 at odd lengths; a kernel that fails is not timed. Before the grid
 it times the forward one change at a time (:data:`LADDER`: fixed 128x64 tiles as in a plain
-kernel, 128x128 tiles, autotuning, each with and without tensor descriptors) at head dim
+kernel, 128x128 tiles, autotuning, each with and without tensor descriptors; tiles that fit
+twice on one SM; the experimental warp-specialised kernel) at head dim
 128, N = 4k and 16k, against SDPA's cuDNN and flash backends (:func:`time_ladder`), and the
 backward kernel by kernel, each with every tile its autotuner chooses from, against SDPA's
 backward alone (:func:`time_backward`).
@@ -185,6 +186,10 @@ LADDER = (
     ("portable, autotuned", "portable", None),
     ("TMA 128x64, 8 warps, 3 stages", "tma", (128, 64, 8, 3)),
     ("TMA 128x128, 8 warps, 3 stages", "tma", (128, 128, 8, 3)),
+    # Two programs per SM (97 KiB each; attnlib.kernels._flash_config.tma_fwd_configs): the hardware
+    # overlaps one program's softmax with the other's matmuls. 8 warps need maxnreg=128 to fit twice.
+    ("TMA 128x64, 8 warps, 2 st., 128 regs: 2/SM", "tma", (128, 64, 8, 2, 128)),
+    ("TMA 128x64, 4 warps, 2 stages: 2/SM", "tma", (128, 64, 4, 2)),
     ("TMA, autotuned (the default on Hopper)", "tma", None),
     # Experimental, not used by flash_attention (attnlib.kernels._flash_fwd_ws, its WS_CONFIGS): descriptors
     # made on the device and Triton's Hopper warp specialisation (4 warps become 12); not causal, whole tiles.
@@ -247,7 +252,7 @@ def ladder_lines(ladder: list[dict]) -> list[str]:
                  else "did not run" + (f" ({r['error']})" if r.get("error") else ""))
         share = f" = {r['tflops'] / base:.2f}x SDPA-cuDNN" if r["tflops"] and base else ""
         lines.append(f"D={r['head_dim']} N={r['seq_len']:>5} {'causal' if r['causal'] else 'full  '} "
-                     f"{r['step']:<40} {speed}{share}{_wrong(r)}")
+                     f"{r['step']:<47} {speed}{share}{_wrong(r)}")
     return lines
 
 

@@ -31,9 +31,11 @@ _INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16}
 
 
 def _configs(space):
+    """``triton.Config``s of ``(BLOCK_M, BLOCK_N, num_warps, num_stages[, maxnreg])`` tuples."""
     if INTERPRET:
         return [triton.Config(dict(_INTERPRET_CONFIG), num_warps=1, num_stages=1)]
-    configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in space]
+    configs = [triton.Config({"BLOCK_M": c[0], "BLOCK_N": c[1]}, num_warps=c[2], num_stages=c[3],
+                             maxnreg=c[4] if len(c) > 4 else None) for c in space]
     if not AUTOTUNE:  # the default and the smallest (which fits any head dim); pruning keeps one
         configs = [configs[0], configs[-1]]
     return configs
@@ -45,6 +47,25 @@ def fwd_configs():
         (128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (64, 64, 4, 3),
         (64, 32, 4, 2),  # fallback: used only where no other fits (head dims above 128)
     ])
+
+
+def tma_fwd_configs():
+    """The descriptor (TMA) forward's space: :func:`fwd_configs` plus tiles that fit twice on one SM.
+
+    An H100/H200 SM has 228 KiB of shared memory and 65,536 registers. A 128x64 tile with two
+    stages takes 97 KiB, so two programs fit if their threads need at most 65,536 registers
+    together: 8 warps capped at 128 registers per thread (``maxnreg``; the descriptor kernel
+    needs 128-145 uncapped at D=128, Triton 3.6-3.9, and fits 128 without spilling), or 4 warps
+    at 255. Two resident programs let the SM's warp schedulers run one program's softmax while
+    the other's matrix multiplies use the tensor cores, the overlap FlashAttention-3 schedules
+    by hand ("ping-pong"); ``attnlib.kernels.resources`` reports ``programs_per_sm``. The
+    pointer kernel needs more registers for its addresses (184 at 8 warps), so it keeps
+    :func:`fwd_configs`.
+    """
+    space = [(128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3),
+             (128, 64, 8, 2, 128), (128, 64, 4, 2),  # two programs per SM (see above)
+             (64, 64, 4, 3), (64, 32, 4, 2)]
+    return _configs(space)
 
 
 def bwd_dkdv_configs():

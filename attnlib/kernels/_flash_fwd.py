@@ -52,22 +52,24 @@ def online_softmax_step(acc, l_i, m_i, q, k, v, cols, offs_m, qk_scale, LK, DIAG
     ``MASKED`` tiles (on the causal diagonal or at the ragged end of the keys) get the mask
     arithmetic; every other tile skips it. Shared by the pointer and the descriptor kernels.
     """
-    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N) scores in log2 units
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # (BLOCK_M, BLOCK_N) raw scores q.k
     if MASKED:
         allowed = cols[None, :] < LK
         if CAUSAL:
             allowed = allowed & (cols[None, :] <= offs_m[:, None] + DIAG_OFFSET)
         s = tl.where(allowed, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)  # qk_scale > 0: the max commutes with it
         # A row that has seen only masked keys keeps m = -inf: shift it by 0 instead.
         m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
     else:
-        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
         m_shift = m_new
-    p = tl.math.exp2(s - m_shift[:, None])  # exactly 0 at masked keys
+    # One fused multiply-add per score (scale, then shift by the row max), then exp2.
+    p = tl.math.exp2(s * qk_scale - m_shift[:, None])  # exactly 0 at masked keys
     alpha = tl.math.exp2(m_i - m_shift)  # rescales the old sums; 0 while m_i = -inf
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+    # The rescaled accumulator is the matrix multiply's own accumulator (no separate add).
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
     return acc, l_i, m_new
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._flash_config import fwd_configs, prune_forward_configs
+from ._flash_config import prune_forward_configs, tma_fwd_configs
 from ._flash_fwd import key_tile_range, online_softmax_step
 
 try:  # public since Triton 3.4; older Tritons simply never take this path
@@ -86,7 +86,7 @@ def _set_block_shapes(nargs):
 
 
 def _tma_configs():
-    configs = fwd_configs()
+    configs = tma_fwd_configs()
     for c in configs:
         c.pre_hook = _set_block_shapes
     return configs

@@ -144,13 +144,21 @@ def _forward(q, k, v, causal: bool, scale: float, kernel: str = "auto"):
 
 
 def _fixed(config: Optional[tuple]) -> dict:
-    """``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` as launch keywords (the benchmark's step-by-step timings)."""
+    """``(BLOCK_M, BLOCK_N, num_warps, num_stages[, maxnreg])`` as launch keywords (the benchmark's steps).
+
+    ``maxnreg`` caps the registers per thread (Triton's compile option; the compiler spills
+    what does not fit), e.g. so that two programs share one SM.
+    """
     if config is None:
         return {}
-    if len(config) != 4 or not all(isinstance(x, int) and x > 0 for x in config):
-        raise ValueError(f"config must be (BLOCK_M, BLOCK_N, num_warps, num_stages), positive ints, got {config!r}")
-    bm, bn, warps, stages = config
-    return {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": warps, "num_stages": stages}
+    if len(config) not in (4, 5) or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0
+                                            for x in config):
+        raise ValueError("config must be (BLOCK_M, BLOCK_N, num_warps, num_stages) or (..., maxnreg), positive "
+                         f"ints, got {config!r}")
+    fixed = dict(zip(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"), config))
+    if len(config) == 5:
+        fixed["maxnreg"] = config[4]
+    return fixed
 
 
 def _forward_portable(q, k, v, causal: bool, scale: float, config: Optional[tuple] = None):

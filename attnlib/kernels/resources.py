@@ -13,7 +13,11 @@ the ``cuobjdump`` Triton ships, what decides whether a configuration can be fast
 * ``registers`` per thread (at most 255) and ``spill_bytes``: what did not fit in registers
   and went to slow local memory;
 * ``matrix_instructions``: the tensor-core instructions in the disassembly (on Hopper,
-  ``HGMMA`` is ``wgmma``, the fast path; ``HMMA`` the older ``mma.sync``).
+  ``HGMMA`` is ``wgmma``, the fast path; ``HMMA`` the older ``mma.sync``);
+* ``programs_per_sm``: how many programs of this kernel one streaming multiprocessor can hold
+  at once (:func:`programs_per_sm`, from the shared memory and registers above). Two or more
+  let the hardware run one program's softmax while another's matrix multiplies use the
+  tensor cores; one leaves that overlap to the program itself.
 
 The numbers are the compiler's, so they hold for that Triton version and target, and they
 say nothing about speed or correctness (time on a GPU; test in the interpreter).
@@ -41,7 +45,7 @@ from typing import Callable, Optional, Sequence
 
 from ._interpreter_compat import interpreting
 
-__all__ = ["SHARED_LIMIT", "shared_limit", "AheadOfTimeCompiler", "compile_report", "flash_report",
+__all__ = ["SHARED_LIMIT", "shared_limit", "SM_SHARED", "programs_per_sm", "AheadOfTimeCompiler", "compile_report", "flash_report",
            "flash_report_in_subprocess", "FLASH_KERNELS", "matrix_instructions"]
 
 # Shared memory one block may use (opt-in maximum), bytes, by compute capability x10.
@@ -51,6 +55,35 @@ SHARED_LIMIT = {75: 65536, 80: 166912, 86: 101376, 89: 101376, 90: 232448}
 def shared_limit(arch: int) -> int:
     """Bytes of shared memory one block may use on compute capability ``arch / 10`` (a guess if unknown)."""
     return SHARED_LIMIT.get(arch, 101376)
+
+
+# Shared memory of one streaming multiprocessor (SM), bytes, by compute capability x10 (CUDA
+# programming guide, "compute capabilities"); every resident block also costs 1 KiB of it.
+SM_SHARED = {75: 65536, 80: 167936, 86: 102400, 89: 102400, 90: 233472}
+_REGISTERS_PER_SM = 65536  # 32-bit registers, every listed architecture
+_MAX_WARPS_PER_SM = {75: 32, 80: 64, 86: 48, 89: 48, 90: 64}
+
+
+def programs_per_sm(shared_bytes: int, registers: int, warps: int, arch: int = 90) -> int:
+    """Programs (thread blocks) of one kernel resident on one SM at once: the least of three limits.
+
+    * shared memory: ``SM_SHARED[arch] // (shared_bytes + 1024)``;
+    * registers: each warp's are allocated in units of 256 (``registers`` per thread rounded up
+      to a multiple of 8, times 32 threads), and an SM has 65,536;
+    * threads: at most ``_MAX_WARPS_PER_SM[arch]`` warps.
+
+    0 means the program cannot launch at all (too much shared memory for one SM).
+    """
+    for name, value in (("shared_bytes", shared_bytes), ("registers", registers), ("warps", warps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    if warps == 0:
+        raise ValueError("warps must be at least 1, got 0")
+    by_shared = SM_SHARED.get(arch, 101376) // (shared_bytes + 1024)
+    per_warp = -(-max(registers, 1) * 32 // 256) * 256
+    by_registers = _REGISTERS_PER_SM // (per_warp * warps)
+    by_warps = _MAX_WARPS_PER_SM.get(arch, 48) // warps
+    return min(by_shared, by_registers, by_warps)
 
 
 _RESOURCES = re.compile(r"Function (\w+):\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
@@ -120,6 +153,7 @@ class AheadOfTimeCompiler:
         constants = {k: v for k, v in kwargs.items() if k.isupper()}
         row = {"case": self.case, "kernel": fn.__name__, "kept_by_pruning": kept, "head_dim": self.head_dim,
                "dtype": self.dtype, "num_warps": kwargs.get("num_warps", 4), "num_stages": kwargs.get("num_stages", 3),
+               "maxnreg": kwargs.get("maxnreg"),
                **{k: v for k, v in constants.items() if k.startswith("BLOCK") or k in ("CAUSAL", "EVEN_D")}}
         # The options JITFunction.run adds before binding (Triton 3.6 and 3.9), so that a kernel
         # compiled here has the cache key a real launch computes (a warm cache then serves the launch).
@@ -167,9 +201,10 @@ class AheadOfTimeCompiler:
             raise RuntimeError(f"cuobjdump printed no resource usage:\n{text}")
         regs, stack, static_shared, local = (int(found.group(i)) for i in (2, 3, 4, 5))
         shared = int(kernel.metadata.shared) + static_shared
+        warps = int(kernel.metadata.num_warps)  # more than asked where warp-specialised
         return {"shared_bytes": shared, "registers": regs, "spill_bytes": local + stack,
                 "fits_shared": shared <= self.limit, "matrix_instructions": matrix_instructions(sass),
-                "warps_compiled": int(kernel.metadata.num_warps)}  # more than asked: warp-specialised
+                "warps_compiled": warps, "programs_per_sm": programs_per_sm(shared, regs, warps, self.arch)}
 
 
 def matrix_instructions(sass: str) -> dict:
@@ -204,7 +239,7 @@ FLASH_KERNELS = ("portable", "tma", "dkdv", "dq", "ws", "dkdv-ws")  # forward ke
 
 def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = False, arch: int = 90,
                  kernel: str = "portable",
-                 configs: Optional[Sequence[tuple[int, int, int, int]]] = None) -> list[dict]:
+                 configs: Optional[Sequence[tuple[int, ...]]] = None) -> list[dict]:
     """One FlashAttention kernel compiled for ``arch`` at one head dim: a row per configuration.
 
     ``kernel``: ``"portable"`` or ``"tma"`` (the forward; tensor descriptors are Hopper only),
@@ -214,7 +249,7 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
     the 4-warp one warp-specialised). ``configs`` (``(BLOCK_M, BLOCK_N,
     num_warps, num_stages)`` tuples) replaces the kernel's autotuning space, to ask about tiles
     it does not hold; every configuration is compiled, and ``kept_by_pruning`` says which ones
-    the autotuner would time.
+    the autotuner would time. A fifth number in a tuple caps the registers per thread (``maxnreg``).
     """
     import torch
     import triton
@@ -259,8 +294,9 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
     }[kernel]
     saved = tuner.configs
     if configs is not None:  # the space's last configuration stays last: pruning treats it as the fallback
-        tuner.configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s,
-                                       pre_hook=saved[0].pre_hook) for bm, bn, w, s in configs] + saved[-1:]
+        tuner.configs = [triton.Config({"BLOCK_M": c[0], "BLOCK_N": c[1]}, num_warps=c[2], num_stages=c[3],
+                                       maxnreg=c[4] if len(c) > 4 else None, pre_hook=saved[0].pre_hook)
+                         for c in configs] + saved[-1:]
     part = "forward" if kernel in ("portable", "tma") else "backward"
     try:
         rows = compile_report(launch, arch=arch, all_configs=True, case=f"flash {part} ({kernel})",
@@ -288,12 +324,13 @@ def flash_report_in_subprocess(timeout: float = 300, **kwargs) -> list[dict]:
     return json.loads(done.stdout)
 
 
-def _parse_configs(text: str) -> list[tuple[int, int, int, int]]:
+def _parse_configs(text: str) -> list[tuple[int, ...]]:
     configs = []
     for item in filter(None, text.split(";")):
         parts = item.split(",")
-        if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
-            raise argparse.ArgumentTypeError(f"--configs takes BLOCK_M,BLOCK_N,num_warps,num_stages;... got {item!r}")
+        if len(parts) not in (4, 5) or not all(p.strip().isdigit() for p in parts):
+            raise argparse.ArgumentTypeError("--configs takes BLOCK_M,BLOCK_N,num_warps,num_stages[,maxnreg];... "
+                                             f"got {item!r}")
         configs.append(tuple(int(p) for p in parts))
     return configs
 
@@ -311,7 +348,8 @@ def main(argv=None) -> int:
                         help="the forward's portable or tma kernel, the backward's dkdv or dq, or an "
                              "experimental Hopper kernel (ws: the forward, dkdv-ws: dK/dV)")
     parser.add_argument("--configs", type=_parse_configs, default=None,
-                        help="BLOCK_M,BLOCK_N,num_warps,num_stages;... instead of the autotuning space")
+                        help="BLOCK_M,BLOCK_N,num_warps,num_stages[,maxnreg];... instead of the autotuning space "
+                             "(maxnreg caps the registers per thread)")
     args = parser.parse_args(argv)
     rows = flash_report(head_dim=args.head_dim, dtype=args.dtype, causal=args.causal, arch=args.arch,
                         kernel=args.kernel, configs=args.configs)
