@@ -55,6 +55,9 @@ def test_the_descriptor_forward_also_tries_two_programs_per_sm(as_on_h200):
     assert [(*_tiles([c]), c.maxnreg) for c in capped] == [((128, 64, 8, 2), 128)]
     assert capped[0].maxnreg * 32 * capped[0].num_warps * 2 <= 65536
     assert {(128, 64, 8, 2), (128, 64, 4, 2)} <= _tiles(cfg.prune_forward_configs(tma, {"BLOCK_D": 128}))
+    # D=256: a 128-row accumulator is 128 registers per thread on 8 warps, the whole cap (ptxas refuses it)
+    kept256 = cfg.prune_forward_configs(tma, {"BLOCK_D": 256})
+    assert kept256 and all(c.maxnreg is None for c in kept256)
 
 
 @pytest.mark.parametrize("space", ["fwd_configs", "tma_fwd_configs", "bwd_dkdv_configs", "bwd_dq_configs"])

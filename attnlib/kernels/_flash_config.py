@@ -54,12 +54,13 @@ def tma_fwd_configs():
 
     An H100/H200 SM has 228 KiB of shared memory and 65,536 registers. A 128x64 tile with two
     stages takes 97 KiB, so two programs fit if their threads need at most 65,536 registers
-    together: 8 warps capped at 128 registers per thread (``maxnreg``; the descriptor kernel
-    needs 128-145 uncapped at D=128, Triton 3.6-3.9, and fits 128 without spilling), or 4 warps
-    at 255. Two resident programs let the SM's warp schedulers run one program's softmax while
-    the other's matrix multiplies use the tensor cores, the overlap FlashAttention-3 schedules
-    by hand ("ping-pong"); ``attnlib.kernels.resources`` reports ``programs_per_sm``. The
-    pointer kernel needs more registers for its addresses (184 at 8 warps), so it keeps
+    together: 8 warps capped at 128 registers per thread (``maxnreg``; uncapped, the descriptor
+    kernel takes 138-145 at D=128 in bfloat16 under Triton 3.9-3.6, and capped it spills
+    nothing), or 4 warps at 255 (no spill under Triton 3.9, 64-104 bytes under 3.6). Two
+    resident programs let the SM's warp schedulers run one program's softmax while the
+    other's matrix multiplies use the tensor cores, the overlap FlashAttention-3 schedules by
+    hand ("ping-pong"); ``attnlib.kernels.resources`` reports ``programs_per_sm``. The pointer
+    kernel needs more registers for its addresses (184 at 8 warps), so it keeps
     :func:`fwd_configs`.
     """
     space = [(128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3),
@@ -118,7 +119,8 @@ def prune_configs(configs, named_args, **kwargs):
     tile (BLOCK_M or BLOCK_N rows) plus ``num_stages`` copies of the two streamed tiles must fit
     in 85% of the shared memory, and the resident tile's accumulator (rows x BLOCK_D, scaled by
     ``e / 2``: fp32 inputs also multiply without tensor cores) must stay at most 128 registers
-    per thread. The last configuration of each list is a small fallback, used only when none
+    per thread (half its ``maxnreg`` where a configuration caps the registers: at D=256 a
+    128-register cap leaves the accumulator nothing, and ptxas refuses it). The last configuration of each list is a small fallback, used only when none
     of the others fits. Each configuration is compiled separately, so fewer candidates also
     means a faster first call. ``tools/compile_kernels.py`` checks the estimate against what
     the compiler really allocates for an H100/H200.
@@ -150,7 +152,8 @@ def _prune(configs, args, tuning_margin: float):
         stages = max(c.num_stages, 1)
         smem = elem * block_d * (max(bm, bn) + 2 * stages * min(bm, bn))
         regs_per_thread = max(bm, bn) * block_d * (elem / 2) / (32 * c.num_warps)
-        if regs_per_thread > 128:
+        # the accumulator may take half the registers; a capped configuration (maxnreg) half its cap
+        if regs_per_thread > (128 if c.maxnreg is None else c.maxnreg / 2):
             continue
         if smem <= 0.85 * budget:  # a margin: the estimate is rough
             safe.append(c)
