@@ -45,8 +45,8 @@ from typing import Callable, Optional, Sequence
 
 from ._interpreter_compat import interpreting
 
-__all__ = ["SHARED_LIMIT", "shared_limit", "SM_SHARED", "programs_per_sm", "AheadOfTimeCompiler", "compile_report", "flash_report",
-           "flash_report_in_subprocess", "FLASH_KERNELS", "matrix_instructions"]
+__all__ = ["SHARED_LIMIT", "shared_limit", "SM_SHARED", "programs_per_sm", "AheadOfTimeCompiler", "compile_report",
+           "flash_report", "flash_report_in_subprocess", "FLASH_KERNELS", "matrix_instructions"]
 
 # Shared memory one block may use (opt-in maximum), bytes, by compute capability x10.
 SHARED_LIMIT = {75: 65536, 80: 166912, 86: 101376, 89: 101376, 90: 232448}
