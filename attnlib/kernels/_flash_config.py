@@ -121,8 +121,9 @@ def prune_configs(configs, named_args, **kwargs):
     ``e / 2``: fp32 inputs also multiply without tensor cores) must stay at most 128 registers
     per thread (half its ``maxnreg`` where a configuration caps the registers: at D=256 a
     128-register cap leaves the accumulator nothing, and ptxas refuses it). The last
-    configuration of each list is a small fallback, used only when none of the others fits. Each configuration is compiled separately, so fewer candidates also
-    means a faster first call. ``tools/compile_kernels.py`` checks the estimate against what
+    configuration of each list is a small fallback, used only when none of the others fits.
+    Each configuration is compiled separately, so fewer candidates also means a faster first
+    call. ``tools/compile_kernels.py`` checks the estimate against what
     the compiler really allocates for an H100/H200.
     """
     return _prune(configs, {**named_args, **kwargs}, tuning_margin=0.85)
