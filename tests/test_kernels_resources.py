@@ -7,6 +7,10 @@ registers per thread, and autotuning never keeps a tile the target cannot launch
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 triton = pytest.importorskip("triton")
@@ -114,3 +118,24 @@ def test_matrix_instructions_are_counted_by_kind():
     """
     assert resources.matrix_instructions(sass) == {"HGMMA": 2, "HMMA": 1}
     assert resources.matrix_instructions("") == {"HGMMA": 0, "HMMA": 0}
+
+
+@needs_tools
+def test_the_compiled_kernels_keep_each_stage_of_the_compiler_output():
+    """``AheadOfTimeCompiler.kernels``: the TTGIR of attnlib's TMA forward has Hopper's async warpgroup matmul."""
+    code = """
+import torch
+from attnlib.kernels import flash, resources
+q = torch.empty(1, 2, 256, 128, dtype=torch.bfloat16)
+compiler = resources.AheadOfTimeCompiler(90)
+with compiler.catching_launches():
+    flash._forward_tma(q, q, q, False, 0.1, (128, 64, 8, 2))
+assert len(compiler.kernels) == len(compiler.rows) == 1, compiler.rows
+ttgir = compiler.kernels[0].asm["ttgir"]
+assert "ttng.warp_group_dot" in ttgir and "ttng.warp_group_dot_wait" in ttgir and "math.exp2" in ttgir
+print("ok")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

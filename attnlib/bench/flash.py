@@ -16,7 +16,7 @@ math backend in float32 at odd lengths; a kernel that fails is not timed. Before
 it times the forward one change at a time (:data:`LADDER`: fixed 128x64 tiles as in a plain
 kernel, 128x128 tiles, autotuning, each with and without tensor descriptors; tiles that fit
 twice on one SM; the experimental warp-specialised kernel) at head dim
-128, N = 4k and 16k, against SDPA's cuDNN and flash backends (:func:`time_ladder`), and the
+128, N = 4k, 16k and 1k, against SDPA's cuDNN and flash backends (:func:`time_ladder`), and the
 backward kernel by kernel, each with every tile its autotuner chooses from, against SDPA's
 backward alone (:func:`time_backward`).
 
@@ -479,8 +479,9 @@ def run(quick: bool = False) -> dict:
     # The experimental kernels run once in a child process first: a hang or an abort costs the child only.
     tried = canary.run_in_child() if correct else {}
     print("[attnlib.bench] experimental kernels in a child process:", tried or "not tried", flush=True)
-    # First the ladder (a few seconds): how each step of the forward moves it, at the target's shapes.
-    ladder = time_ladder((4096,) if quick else (4096, 16384), warmup=warmup, rep=rep) if correct else []
+    # First the ladder (a few seconds): how each step of the forward moves it, at the target's shapes, and at
+    # N=1024, where the first run's grid had the TMA kernel at 0.76x the portable one (a row to re-measure).
+    ladder = time_ladder((4096,) if quick else (4096, 16384, 1024), warmup=warmup, rep=rep) if correct else []
     # Then the backward kernel by kernel and tile by tile (a few seconds): where forward+backward's time goes.
     backward = time_backward((4096,), warmup=warmup, rep=rep) if correct else []
     rows, skipped = [], []

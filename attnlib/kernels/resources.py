@@ -98,6 +98,10 @@ def _require_compiler_mode() -> None:
 class AheadOfTimeCompiler:
     """Stands in for kernel launches (inside :meth:`catching_launches`): compiles each for ``arch``, one row each.
 
+    ``rows`` holds what each compiled kernel needs; ``kernels`` the compiled kernels that
+    succeeded, whose ``asm`` dict has each stage of the compiler's output (``"ttir"``,
+    ``"ttgir"``, ``"ptx"``, ``"cubin"``), to read what the compiler made of a loop.
+
     Set ``case``, ``head_dim`` and ``dtype`` before a launch to label its rows.
     """
 
@@ -114,6 +118,7 @@ class AheadOfTimeCompiler:
         self.all_configs = all_configs
         self.no_prune = no_prune  # treat every configuration as kept (shows what pruning protects from)
         self.rows: list[dict] = []
+        self.kernels: list = []  # each compiled kernel (its .asm holds "ttgir", "ptx", "cubin"), in order
         self.case, self.head_dim, self.dtype = "", 0, ""
         self.cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
         if not self.cuobjdump.exists():
@@ -169,6 +174,7 @@ class AheadOfTimeCompiler:
             kernel = triton_compile(ASTSource(fn, signature, constexprs, attrs), target=self.target,
                                     options=options.__dict__)
             row.update(self._resources(kernel))
+            self.kernels.append(kernel)
             row["error"] = None
         except Exception as e:  # noqa: BLE001 - a failure is a finding, reported with the others
             row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}"
