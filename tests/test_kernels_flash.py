@@ -256,6 +256,9 @@ def test_a_fixed_configuration_is_the_one_launched(monkeypatch):
         assert (kwargs["BLOCK_M"], kwargs["BLOCK_N"], kwargs["num_warps"], kwargs["num_stages"]) == (16, 32, 4, 2)
         if name == "_forward_tma":  # q/o tiles of BLOCK_M rows, k/v tiles of BLOCK_N rows
             assert [list(d.block_shape) for d in args[:4]] == [[1, 16, 16], [1, 32, 16], [1, 32, 16], [1, 16, 16]]
+            assert "maxnreg" not in kwargs
+            getattr(flash, name)(q, k, v, False, 0.25, (16, 32, 4, 2, 128))  # a fifth number: the register cap
+            assert launches.pop()[1]["maxnreg"] == 128
     assert len(launches) == len(targets)
 
 

@@ -4,7 +4,7 @@ Results measured on real GPUs ship with the package under ``attnlib/bench/result
 as ``<suite>*.json`` (written by ``python -m attnlib.bench``). The file
 ``h200-baselines-reference.json`` is different: the course staff's measurements of
 torch's SDPA backends, FlexAttention and a plain Triton forward kernel, kept as the
-reference to beat; it holds no attnlib results. ``results/runs/<date>-<gpu>/`` keeps what else
+reference to beat; it holds no attnlib results. ``results/runs/<gpu>-<date>/`` keeps what else
 a run brought back (its log, the ceilings measured first, follow-up probes).
 """
 

@@ -41,12 +41,16 @@ def _configs(space):
     return configs
 
 
+_FWD_SPACE = (
+    (128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (64, 64, 4, 3),
+    (64, 32, 4, 2),  # fallback: used only where no other fits (head dims above 128)
+)
+_TWO_PER_SM = ((128, 64, 8, 2, 128), (128, 64, 4, 2))  # see tma_fwd_configs
+
+
 def fwd_configs():
     """Forward: a query tile of BLOCK_M rows stays in registers; K/V tiles of BLOCK_N stream past."""
-    return _configs([
-        (128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (64, 64, 4, 3),
-        (64, 32, 4, 2),  # fallback: used only where no other fits (head dims above 128)
-    ])
+    return _configs(_FWD_SPACE)
 
 
 def tma_fwd_configs():
@@ -63,10 +67,7 @@ def tma_fwd_configs():
     kernel needs more registers for its addresses (184 at 8 warps), so it keeps
     :func:`fwd_configs`.
     """
-    space = [(128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3),
-             (128, 64, 8, 2, 128), (128, 64, 4, 2),  # two programs per SM (see above)
-             (64, 64, 4, 3), (64, 32, 4, 2)]
-    return _configs(space)
+    return _configs([*_FWD_SPACE[:-1], *_TWO_PER_SM, _FWD_SPACE[-1]])  # the same default and fallback
 
 
 def bwd_dkdv_configs():
