@@ -68,6 +68,8 @@ def flash_cases(quick: bool):
                     yield name + " fwd-tma", lambda q=q, k=k, v=v, c=causal: flash._forward_tma(q, k, v, c, 0.1)
                 if dtype != torch.float32 and d in (64, 128) and not causal:
                     yield from _ws_cases(name, q, k, v)
+                if dtype != torch.float32 and d in (64, 128):
+                    yield from _gluon_cases(name, q, k, v, causal)
                 o, lse = torch.empty_like(q), torch.empty(b * h, n)
                 yield name + " bwd", lambda q=q, k=k, v=v, o=o, lse=lse, c=causal: flash._backward(
                     q, k, v, o, lse, torch.empty_like(q), c, 0.1)
@@ -100,6 +102,8 @@ def bench_cases(quick: bool):
                     yield name + " fwd-tma", lambda q=q, k=k, v=v, c=causal: flash._forward_tma(q, k, v, c, 0.1)
                 if label == "grid" and not causal:  # the ladder's warp-specialised steps
                     yield from _ws_cases(name, q, k, v)
+                if label == "grid":  # the ladder's Gluon steps
+                    yield from _gluon_cases(name, q, k, v, causal)
                 yield name + " bwd", lambda q=q, k=k, v=v, o=o, lse=lse, c=causal: flash._backward(
                     q, k, v, o, lse, torch.empty_like(q), c, 0.1)
 
@@ -119,6 +123,17 @@ def _ws_cases(name, q, k, v):
         yield (f"{name} bwd-dkdv-ws {config[0]}x{config[1]}/{config[2]}",
                lambda q=q, lse=lse, c=config, ws=ws: dkdv_ws(q, q, q, q, lse, lse, False, 0.1, config=c,
                                                              warp_specialize=ws))
+
+
+def _gluon_cases(name, q, k, v, causal):
+    """The experimental Gluon forward, once per configuration of ``GLUON_CONFIGS`` it handles here
+    (whole tiles; causal only with square ones). Needs sm_90: the course's other targets skip it."""
+    from attnlib.kernels._flash_fwd_gluon import GLUON_CONFIGS, flash_fwd_gluon, unhandled
+
+    for config in GLUON_CONFIGS:
+        if not unhandled(q, k, causal, config[0], config[1]):
+            yield (f"{name} fwd-gluon {config[0]}x{config[1]}",
+                   lambda q=q, k=k, v=v, c=config: flash_fwd_gluon(q, k, v, causal, 0.1, config=c))
 
 
 def decode_cases(quick: bool):
@@ -170,7 +185,8 @@ def main(argv=None) -> int:
         cases = list(bench_cases(args.quick))
     else:
         cases = [*flash_cases(args.quick), *decode_cases(args.quick), *block_sparse_cases(args.quick)]
-    cases = [(name, launch) for name, launch in cases if re.search(args.cases, name)]
+    cases = [(name, launch) for name, launch in cases if re.search(args.cases, name)
+             and (args.arch >= 90 or "fwd-gluon" not in name)]  # the Gluon kernel is written for Hopper's wgmma
     if not cases:
         parser.error(f"no case matches --cases {args.cases!r}")
     for name, launch in cases:
@@ -197,6 +213,8 @@ def main(argv=None) -> int:
         spill = r.get("spill_bytes", "-")
         if r.get("maxnreg"):
             note = f"maxnreg {r['maxnreg']} " + note
+        if r.get("exp2_during_mma"):  # the softmax placed to overlap a matrix product (resources.exp2_during_mma)
+            note = f"{r['exp2_during_mma']} exp2 during wgmma " + note
         print(f"{r['case']:<34} {r['kernel']:<26} {tile:<13} {r['num_warps']:>2} {r['num_stages']:>2} "
               f"{shared:>7} {regs:>4} {spill:>5} {_mma(r):>5} {r.get('programs_per_sm', '-'):>3}  {note}")
     problems = [r for r in rows if r["kept_by_pruning"] and (r["error"] or not r["fits_shared"])]

@@ -15,7 +15,7 @@ backend. Before any timing it checks the kernel's output and gradients against S
 math backend in float32 at odd lengths; a kernel that fails is not timed. Before the grid
 it times the forward one change at a time (:data:`LADDER`: fixed 128x64 tiles as in a plain
 kernel, 128x128 tiles, autotuning, each with and without tensor descriptors; tiles that fit
-twice on one SM; the experimental warp-specialised kernel) at head dim
+twice on one SM; the experimental warp-specialised and Gluon kernels) at head dim
 128, N = 4k, 16k and 1k, against SDPA's cuDNN and flash backends (:func:`time_ladder`), and the
 backward kernel by kernel, each with every tile its autotuner chooses from, against SDPA's
 backward alone (:func:`time_backward`).
@@ -195,6 +195,10 @@ LADDER = (
     # made on the device and Triton's Hopper warp specialisation (4 warps become 12); not causal, whole tiles.
     ("warp-specialized 128x64, 4(+8) warps, 3 stages", "ws", (128, 64, 4, 3)),
     ("warp-specialized 128x128, 4(+8) warps, 2 stages", "ws", (128, 128, 4, 2)),
+    # Experimental, not used by flash_attention (attnlib.kernels._flash_fwd_gluon, its GLUON_CONFIGS): written
+    # in Gluon so that the next tile's QK^T and this tile's PV run during the softmax; whole tiles.
+    ("Gluon: softmax during PV 128x128, 8 warps, 2 st", "gluon", (128, 128, 8, 2)),
+    ("Gluon: softmax during PV 128x64, 8 warps, 3 st.", "gluon", (128, 64, 8, 3)),
 )
 
 
@@ -267,7 +271,6 @@ def _ladder_step(kernel: str, config, q, k, v, causal: bool):
     """The forward of one ladder step as a callable returning the output."""
     from ..kernels import _flash_fwd_ws, flash
 
-    forward = {"tma": flash._forward_tma, "portable": flash._forward_portable, "ws": _flash_fwd_ws.flash_fwd_ws}[kernel]
     scale = q.shape[-1] ** -0.5
 
     def step():
@@ -276,6 +279,15 @@ def _ladder_step(kernel: str, config, q, k, v, causal: bool):
         if kernel == "ws":  # causal, lengths off the tiles, or failed in the canary: recorded as not run, with why
             _flash_fwd_ws.check_ws_supported(q, k, causal, config[0], config[1])
             canary.gate("ws", config, True)
+            forward = _flash_fwd_ws.flash_fwd_ws
+        elif kernel == "gluon":  # the same, for the Gluon kernel (imported here: only Hopper runs it)
+            from ..kernels import _flash_fwd_gluon
+
+            _flash_fwd_gluon.check_gluon_supported(q, k, causal, config[0], config[1])
+            canary.gate("gluon", config, False)
+            forward = _flash_fwd_gluon.flash_fwd_gluon
+        else:
+            forward = {"tma": flash._forward_tma, "portable": flash._forward_portable}[kernel]
         return forward(q, k, v, causal, scale, config)[0]
 
     return step

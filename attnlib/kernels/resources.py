@@ -160,6 +160,11 @@ class AheadOfTimeCompiler:
                "dtype": self.dtype, "num_warps": kwargs.get("num_warps", 4), "num_stages": kwargs.get("num_stages", 3),
                "maxnreg": kwargs.get("maxnreg"),
                **{k: v for k, v in constants.items() if k.startswith("BLOCK") or k in ("CAUSAL", "EVEN_D")}}
+        if fn.is_gluon():  # a Gluon kernel's tiles are its descriptors' block shapes, its pipeline depth STAGES
+            blocks = [a.block_shape for a in args if hasattr(a, "block_shape")]
+            if len(blocks) >= 2:
+                row.update(BLOCK_M=blocks[0][0], BLOCK_N=blocks[1][0])
+            row["num_stages"] = constants.get("STAGES", row["num_stages"])
         # The options JITFunction.run adds before binding (Triton 3.6 and 3.9), so that a kernel
         # compiled here has the cache key a real launch computes (a warm cache then serves the launch).
         kwargs.setdefault("debug", fn.debug or knobs.runtime.debug)
@@ -171,7 +176,10 @@ class AheadOfTimeCompiler:
             binder = create_function_from_signature(fn.signature, fn.params, self.backend)
             bound, specialization, options = binder(*args, **kwargs)
             options, signature, constexprs, attrs = fn._pack_args(self.backend, kwargs, bound, specialization, options)
-            kernel = triton_compile(ASTSource(fn, signature, constexprs, attrs), target=self.target,
+            source = ASTSource
+            if fn.is_gluon():  # a @gluon.jit kernel: same binding, Gluon's front end
+                from triton.experimental.gluon._runtime import GluonASTSource as source
+            kernel = triton_compile(source(fn, signature, constexprs, attrs), target=self.target,
                                     options=options.__dict__)
             row.update(self._resources(kernel))
             self.kernels.append(kernel)
@@ -210,7 +218,8 @@ class AheadOfTimeCompiler:
         warps = int(kernel.metadata.num_warps)  # more than asked where warp-specialised
         return {"shared_bytes": shared, "registers": regs, "spill_bytes": local + stack,
                 "fits_shared": shared <= self.limit, "matrix_instructions": matrix_instructions(sass),
-                "warps_compiled": warps, "programs_per_sm": programs_per_sm(shared, regs, warps, self.arch)}
+                "warps_compiled": warps, "programs_per_sm": programs_per_sm(shared, regs, warps, self.arch),
+                "exp2_during_mma": exp2_during_mma(kernel.asm["ptx"])}
 
 
 def matrix_instructions(sass: str) -> dict:
@@ -229,6 +238,29 @@ def matrix_instructions(sass: str) -> dict:
     return counts
 
 
+def exp2_during_mma(ptx: str) -> int:
+    """How many ``ex2`` instructions of a kernel's PTX sit where an asynchronous ``wgmma`` is in flight.
+
+    Hopper's warp-group matrix products are asynchronous: each ``wgmma`` batch ends with
+    ``wgmma.commit_group``, and ``wgmma.wait_group N`` blocks until at most ``N`` batches are
+    still running. Reading the PTX in order and counting the batches committed and not yet
+    waited for, an ``ex2`` (the softmax's exponential) met while that count is above zero runs
+    *during* a matrix product: the softmax overlaps the tensor cores. A static count in program
+    order (a loop body counted once), so 0 means no exponential is ever placed to overlap a
+    product; on architectures without ``wgmma`` it is always 0.
+    """
+    in_flight = count = 0
+    for line in ptx.splitlines():
+        text = line.strip()
+        if text.startswith("wgmma.commit_group"):
+            in_flight += 1
+        elif text.startswith("wgmma.wait_group"):
+            in_flight = min(in_flight, int(re.search(r"(\d+)\s*;", text).group(1)))
+        elif in_flight and re.match(r"(@!?%p\d+\s+)?ex2\.", text):
+            count += 1
+    return count
+
+
 def compile_report(launch: Callable[[], object], *, arch: int = 90, all_configs: bool = False,
                    case: str = "", head_dim: int = 0, dtype: str = "") -> list[dict]:
     """Rows (one per compiled kernel and configuration) of everything ``launch()`` would launch."""
@@ -239,8 +271,9 @@ def compile_report(launch: Callable[[], object], *, arch: int = 90, all_configs:
     return compiler.rows
 
 
-FLASH_KERNELS = ("portable", "tma", "dkdv", "dq", "ws", "dkdv-ws")  # forward kernels, the backward's dK/dV and
-# dQ, and the experimental Hopper kernels (not causal): attnlib.kernels._flash_fwd_ws and ._flash_bwd_ws
+FLASH_KERNELS = ("portable", "tma", "dkdv", "dq", "ws", "dkdv-ws", "gluon")  # forward kernels, the backward's
+# dK/dV and dQ, the experimental Hopper kernels (not causal): attnlib.kernels._flash_fwd_ws and ._flash_bwd_ws,
+# and the experimental Gluon forward (attnlib.kernels._flash_fwd_gluon)
 
 
 def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = False, arch: int = 90,
@@ -252,7 +285,8 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
     ``"dkdv"`` or ``"dq"`` (the backward's two kernels), ``"ws"`` (the experimental
     warp-specialised forward: not causal; its configurations are ``WS_CONFIGS``, none
     pruned), ``"dkdv-ws"`` (the experimental descriptor dK/dV kernel: ``DKDV_WS_CONFIGS``,
-    the 4-warp one warp-specialised). ``configs`` (``(BLOCK_M, BLOCK_N,
+    the 4-warp one warp-specialised), ``"gluon"`` (the experimental Gluon forward: ``GLUON_CONFIGS``,
+    lengths whole tiles, causal only with square tiles). ``configs`` (``(BLOCK_M, BLOCK_N,
     num_warps, num_stages)`` tuples) replaces the kernel's autotuning space, to ask about tiles
     it does not hold; every configuration is compiled, and ``kept_by_pruning`` says which ones
     the autotuner would time. A fifth number in a tuple caps the registers per thread (``maxnreg``).
@@ -264,7 +298,7 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
 
     if kernel not in FLASH_KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(map(repr, FLASH_KERNELS))}, got {kernel!r}")
-    if kernel in ("tma", "ws", "dkdv-ws") and arch < 90:
+    if kernel in ("tma", "ws", "dkdv-ws", "gluon") and arch < 90:
         raise ValueError(f"the {kernel} kernel needs compute capability 9.0 or newer (arch >= 90), got arch={arch}")
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
@@ -280,6 +314,16 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
         for config in configs or WS_CONFIGS:
             rows += compile_report(lambda c=tuple(config): flash_fwd_ws(q, k, v, causal, scale, config=c), arch=arch,
                                    case="flash forward (ws)", head_dim=head_dim, dtype=dtype)
+        return rows
+    if kernel == "gluon":
+        from ._flash_fwd_gluon import GLUON_CONFIGS, flash_fwd_gluon, unhandled
+
+        rows = []
+        for config in configs or GLUON_CONFIGS:
+            if unhandled(q, k, causal, config[0], config[1]):
+                continue  # e.g. a non-square tile when causal: the kernel refuses it before compiling
+            rows += compile_report(lambda c=tuple(config): flash_fwd_gluon(q, k, v, causal, scale, config=c),
+                                   arch=arch, case="flash forward (gluon)", head_dim=head_dim, dtype=dtype)
         return rows
     if kernel == "dkdv-ws":
         from ._flash_bwd_ws import DKDV_WS_CONFIGS, dkdv_ws
@@ -352,7 +396,8 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", type=int, default=90, help="compute capability x10 (90: H100/H200, 75: T4)")
     parser.add_argument("--kernel", default="portable", choices=FLASH_KERNELS,
                         help="the forward's portable or tma kernel, the backward's dkdv or dq, or an "
-                             "experimental Hopper kernel (ws: the forward, dkdv-ws: dK/dV)")
+                             "experimental Hopper kernel (ws: the forward, dkdv-ws: dK/dV, gluon: the Gluon "
+                             "forward)")
     parser.add_argument("--configs", type=_parse_configs, default=None,
                         help="BLOCK_M,BLOCK_N,num_warps,num_stages[,maxnreg];... instead of the autotuning space "
                              "(maxnreg caps the registers per thread)")
