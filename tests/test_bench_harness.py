@@ -312,6 +312,31 @@ def test_experimental_kernels_are_gated_by_a_child_process(monkeypatch):
     monkeypatch.setattr(canary, "_OUTCOME", {})
     canary.gate("ws", (128, 128, 4, 2), True)  # never tried (the interpreter): allowed
 
+    # Each group has a child of its own: a Gluon kernel that hangs costs only the Gluon rows.
+    def gluon_hangs(args, **kwargs):
+        if "gluon" in args[-1]:  # the child names each case before it runs it: the last one hung
+            raise subprocess.TimeoutExpired(cmd="python", timeout=kwargs.get("timeout"),
+                                            stderr=b"compiling\n[canary] gluon (128, 128, 8, 2): x causal\n")
+        return Ran()
+
+    monkeypatch.setattr(subprocess, "run", gluon_hangs)
+    outcome = canary.run_in_child(timeout_s=2)
+    assert outcome[keys[0]] is None and "0.5" in outcome[keys[1]]
+    gluon = [outcome[k] for k in keys if k.startswith("gluon")]
+    assert gluon and all("did not finish in 2 s" in why and why.endswith("(128, 128, 8, 2): x causal") for why in gluon)
+
+
+def test_a_failed_gluon_check_names_its_cases():
+    from attnlib.bench.canary import gluon_verdict
+
+    fine = {"bfloat16 D=128 2:2 heads Lq=1024 Lk=1024": (3e-3, 1e-6), "x causal": (4e-3, 2e-6)}
+    assert gluon_verdict(fine, 2e-2) is None
+    wrong = {**fine, "x causal": (0.4, 1e-6)}
+    assert gluon_verdict(wrong, 2e-2) == ("relative error 0.4; (output/LSE) by case: "
+                                         "bfloat16 D=128 2:2 heads Lq=1024 Lk=1024 0.003/1e-06, x causal 0.4/1e-06")
+    assert gluon_verdict({"x": (float("nan"), 0.0)}, 2e-2).startswith("relative error nan")
+    assert gluon_verdict({}, 2e-2) == "no case of the check applies to this configuration"
+
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the child process")
 def test_the_child_checks_each_experimental_kernel_in_the_interpreter():

@@ -21,7 +21,7 @@ import sys
 
 import torch
 
-__all__ = ["run_in_child", "gate", "experimental_kernels", "key"]
+__all__ = ["run_in_child", "gate", "experimental_kernels", "key", "gluon_errors", "gluon_verdict", "GROUPS"]
 
 _OUTCOME: dict = {}  # key -> None (ran in the child and matched) or why it may not run here
 
@@ -48,9 +48,15 @@ def gate(kind: str, config, warp_specialize: bool) -> None:
         raise RuntimeError(f"not run in the benchmark's process: {reason}")
 
 
-def child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024) -> dict:
-    """In the child: each experimental kernel once on random input (B=1, H=2, N=seq_len, D=128);
-    ``{key: None or the reason it failed}``."""
+# Each group runs in a child of its own, with its own time limit in seconds: a hang of the Gluon kernel
+# (a barrier waited on with the wrong phase never completes) must not cost the warp-specialised kernels
+# their measurements, nor they its. Gluon compiles in seconds: a hang costs the flash suite 90 s, not 180.
+GROUPS = ((("ws", "dkdv-ws"), 180), (("gluon",), 90))
+
+
+def child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024, kinds=None) -> dict:
+    """In the child: each experimental kernel (of ``kinds``, default all) once on random input
+    (B=1, H=2, N=seq_len, D=128); ``{key: None or the reason it failed}``."""
     from ..kernels import flash
     from ..kernels._flash_bwd_ws import dkdv_ws
     from ..kernels._flash_fwd_ws import flash_fwd_ws
@@ -65,6 +71,8 @@ def child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024) -> di
     ref_dkdv = flash._backward_dkdv(q, k, v, do, lse, delta, False, scale)
     result = {}
     for kind, config, ws in experimental_kernels():
+        if kinds is not None and kind not in kinds:
+            continue
         try:
             if kind == "ws":
                 errors = [_rel(flash_fwd_ws(q, k, v, False, scale, config=config)[0], ref_o)]
@@ -72,7 +80,8 @@ def child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024) -> di
                 if device != "cuda":  # no interpreter for Gluon: nothing to learn off a GPU
                     result[key(kind, config, ws)] = "not run: Gluon kernels need a GPU (no interpreter)"
                     continue
-                errors = gluon_errors(config, device, gen)
+                result[key(kind, config, ws)] = gluon_verdict(gluon_errors(config, device, gen), _CHECK_TOL)
+                continue
             else:
                 got = dkdv_ws(q, k, v, do, lse, delta, False, scale, config=config, warp_specialize=ws)
                 errors = [_rel(a, b) for a, b in zip(got, ref_dkdv)]
@@ -84,8 +93,9 @@ def child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024) -> di
     return result
 
 
-def gluon_errors(config, device: str = "cuda", gen=None) -> list[float]:
-    """Relative errors (in norm) of the Gluon forward's output and log-sum-exp against attnlib's own
+def gluon_errors(config, device: str = "cuda", gen=None) -> dict:
+    """``{case: (error of the output, error of the log-sum-exp)}``, each relative (in norm), of the Gluon
+    forward against attnlib's own
     forward (tested under the interpreter and on GPUs), in every case this ``config`` handles: bfloat16
     D=128 full and causal, grouped K/V (4 query heads on 2), float16 D=64 causal with more keys than
     queries (the diagonal offset), and one row of large logits (the online softmax must rescale)."""
@@ -101,33 +111,58 @@ def gluon_errors(config, device: str = "cuda", gen=None) -> list[float]:
         (2, 4, 2, 512, 768, 128, torch.bfloat16, False),
         (1, 2, 2, 256, 768, 64, torch.float16, True),
     ]
-    errors = []
+    errors = {}
     for b, h, hk, lq, lk, d, dtype, causal in cases:
         q = torch.randn(b, h, lq, d, device=device, dtype=dtype, generator=gen)
         k, v = (torch.randn(b, hk, lk, d, device=device, dtype=dtype, generator=gen) for _ in range(2))
         q[0, 0, 5] *= 30  # large logits in one row
         if unhandled(q, k, causal, block_m, block_n):
             continue
+        case = f"{str(dtype)[6:]} D={d} {h}:{hk} heads Lq={lq} Lk={lk}{' causal' if causal else ''}"
+        print(f"[canary] gluon {config}: {case}", file=sys.stderr, flush=True)  # the last one names a hang
         o, lse = flash_fwd_gluon(q, k, v, causal, d ** -0.5, config=config)
         ref_o, ref_lse = flash._forward(q, k, v, causal, d ** -0.5)
-        errors += [_rel(o, ref_o), _rel(lse, ref_lse)]
+        errors[case] = (_rel(o, ref_o), _rel(lse, ref_lse))
     return errors
 
 
-def run_in_child(timeout_s: float = 180) -> dict:
-    """Run :func:`child` in a child Python; remember (and return) which experimental kernels may run."""
-    keys = [key(*kernel) for kernel in experimental_kernels()]
-    code = "import json; from attnlib.bench.canary import child; print(json.dumps(child()))"
-    try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s)
-        lines = done.stdout.strip().splitlines()
-        if done.returncode == 0 and lines:
-            result = json.loads(lines[-1])
-        else:
-            reason = f"the child process exited with status {done.returncode}: {done.stderr.strip()[-200:]}"
-            result = {k: reason for k in keys}
-    except subprocess.TimeoutExpired:
-        result = {k: f"the child process did not finish in {timeout_s:.0f} s (a hang?)" for k in keys}
+def gluon_verdict(by_case: dict, tol: float):
+    """None if every error of :func:`gluon_errors` is below ``tol``; else the worst, and every case's
+    (output/LSE) errors, so that a failed GPU run says where to look (only causal? only grouped K/V?)."""
+    errors = [e for pair in by_case.values() for e in pair]
+    if not errors:
+        return "no case of the check applies to this configuration"
+    worst = max(errors, key=lambda e: float("inf") if e != e else e)  # NaN counts as the worst
+    if worst < tol:
+        return None
+    return f"relative error {worst:.3g}; (output/LSE) by case: " + ", ".join(
+        f"{case} {o:.2g}/{lse:.2g}" for case, (o, lse) in by_case.items())
+
+
+def run_in_child(timeout_s: float | None = None) -> dict:
+    """Run :func:`child` in a child Python per group of :data:`GROUPS`, each with its time limit (or
+    ``timeout_s``); remember (and return) which experimental kernels may run."""
+    kernels = experimental_kernels()
+    result = {}
+    for kinds, limit in GROUPS:
+        timeout_s_here = limit if timeout_s is None else timeout_s
+        keys = [key(*kernel) for kernel in kernels if kernel[0] in kinds]
+        code = f"import json; from attnlib.bench.canary import child; print(json.dumps(child(kinds={kinds!r})))"
+        try:
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  timeout=timeout_s_here)
+            lines = done.stdout.strip().splitlines()
+            if done.returncode == 0 and lines:
+                found = json.loads(lines[-1])
+                result.update({k: found[k] for k in keys if k in found})
+            else:
+                reason = f"the child process exited with status {done.returncode}: {done.stderr.strip()[-200:]}"
+                result.update({k: reason for k in keys})
+        except subprocess.TimeoutExpired as e:
+            last = (e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr or "").strip()
+            last = last.splitlines()[-1][:200] if last else "nothing"
+            result.update({k: f"the child process did not finish in {timeout_s_here:.0f} s (a hang?); "
+                              f"its last line: {last}" for k in keys})
     _OUTCOME.clear()
-    _OUTCOME.update({k: result.get(k, "not run by the child process") for k in keys})
+    _OUTCOME.update({key(*kernel): result.get(key(*kernel), "not run by the child process") for kernel in kernels})
     return dict(_OUTCOME)

@@ -95,9 +95,10 @@ def _step(j, acc, l_i, m_i, p, q_smem, k_smem, v_smem, k_bars, v_bars, k_desc, v
     mbarrier.wait(k_bars.index(k_slot), (nxt // STAGES) & 1)
     s_zero = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, s_layout)
     s_tok = warpgroup_mma(q_smem, k_smem.index(k_slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
-    # Issue O += P_j V_j with P_j from registers (a wgmma's first operand may live there).
+    # Issue O += P_j V_j with P_j from registers (a wgmma's first operand may live there). The scores'
+    # accumulator layout already is that operand's layout: the conversion moves no data (asserted).
     mbarrier.wait(v_bars.index(v_slot), (j // STAGES) & 1)
-    p_op = gl.convert_layout(p.to(v_desc.dtype), p_layout)
+    p_op = gl.convert_layout(p.to(v_desc.dtype), p_layout, assert_trivial=True)
     o_tok = warpgroup_mma(p_op, v_smem.index(v_slot), acc, is_async=True)
     # Wait for the older of the two only: the scores. P_j V_j keeps the tensor cores busy meanwhile.
     s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok,))
@@ -197,7 +198,8 @@ def _flash_fwd_gluon_kernel(
     # The last tile's P V, with nothing left to overlap.
     last = n_tiles - 1
     mbarrier.wait(v_bars.index(last % STAGES), (last // STAGES) & 1)
-    acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_smem.index(last % STAGES), acc)
+    acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout, assert_trivial=True), v_smem.index(last % STAGES),
+                        acc)
 
     # Epilogue: O = acc / l through Q's buffer (Q is read by no product any more) and one TMA store.
     out = acc / gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))[:, None]
