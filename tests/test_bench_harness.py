@@ -347,3 +347,6 @@ def test_the_child_checks_each_experimental_kernel_in_the_interpreter():
     # every kernel the interpreter can run matched; the Gluon kernel is recorded as not run, with why
     assert outcome == {canary.key(*kernel): None if kernel[0] != "gluon" else
                        "not run: Gluon kernels need a GPU (no interpreter)" for kernel in canary.experimental_kernels()}
+    # a group's child runs its own kinds only
+    only = canary.child(device="cpu", dtype=torch.float16, seq_len=128, kinds=("gluon",))
+    assert set(only) == {k for k in outcome if k.startswith("gluon ")}
