@@ -27,7 +27,7 @@ _OUTCOME: dict = {}  # key -> None (ran in the child and matched) or why it may 
 
 
 def key(kind: str, config, warp_specialize: bool) -> str:
-    """``"<kind> BMxBN/warps/stages[/ws]"``, kind ``"ws"`` (forward), ``"dkdv-ws"`` or ``"gluon"``."""
+    """``"<kind> BMxBN/warps/stages[/ws]"``, kind ``"ws"`` (forward), ``"dkdv-ws"``, ``"gluon"`` or ``"gluon-ws"``."""
     return f"{kind} {config[0]}x{config[1]}/{config[2]}/{config[3]}" + ("/ws" if warp_specialize else "")
 
 
@@ -35,10 +35,12 @@ def experimental_kernels() -> list[tuple[str, tuple, bool]]:
     """``(kind, config, warp_specialize)`` of every experimental kernel the flash suite times."""
     from ..kernels._flash_bwd_ws import DKDV_WS_CONFIGS
     from ..kernels._flash_fwd_gluon import GLUON_CONFIGS
+    from ..kernels._flash_fwd_gluon_ws import GLUON_WS_CONFIGS
     from ..kernels._flash_fwd_ws import WS_CONFIGS
 
     return ([("ws", config, True) for config in WS_CONFIGS] + [("dkdv-ws", c, ws) for _, c, ws in DKDV_WS_CONFIGS]
-            + [("gluon", config, False) for config in GLUON_CONFIGS])
+            + [("gluon", config, False) for config in GLUON_CONFIGS]
+            + [("gluon-ws", config, False) for config in GLUON_WS_CONFIGS])
 
 
 def gate(kind: str, config, warp_specialize: bool) -> None:
@@ -51,7 +53,7 @@ def gate(kind: str, config, warp_specialize: bool) -> None:
 # Each group runs in a child of its own, with its own time limit in seconds: a hang of the Gluon kernel
 # (a barrier waited on with the wrong phase never completes) must not cost the warp-specialised kernels
 # their measurements, nor they its. Gluon compiles in seconds: a hang costs the flash suite 90 s, not 180.
-GROUPS = ((("ws", "dkdv-ws"), 180), (("gluon",), 90))
+GROUPS = ((("ws", "dkdv-ws"), 180), (("gluon", "gluon-ws"), 90))
 
 
 def child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024, kinds=None) -> dict:
@@ -77,11 +79,12 @@ def child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024, kinds
         try:
             if kind == "ws":
                 errors = [_rel(flash_fwd_ws(q, k, v, False, scale, config=config)[0], ref_o)]
-            elif kind == "gluon":
+            elif kind in ("gluon", "gluon-ws"):
                 if device != "cuda":  # no interpreter for Gluon: nothing to learn off a GPU
                     result[key(kind, config, ws)] = "not run: Gluon kernels need a GPU (no interpreter)"
                     continue
-                result[key(kind, config, ws)] = gluon_verdict(gluon_errors(config, device, gen), _CHECK_TOL)
+                by_case = gluon_errors(config, device, gen, loader_warp=kind == "gluon-ws")
+                result[key(kind, config, ws)] = gluon_verdict(by_case, _CHECK_TOL)
                 continue
             else:
                 got = dkdv_ws(q, k, v, do, lse, delta, False, scale, config=config, warp_specialize=ws)
@@ -94,16 +97,19 @@ def child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024, kinds
     return result
 
 
-def gluon_errors(config, device: str = "cuda", gen=None) -> dict:
+def gluon_errors(config, device: str = "cuda", gen=None, loader_warp: bool = False) -> dict:
     """``{case: (error of the output, error of the log-sum-exp)}``, each relative (in norm), of the Gluon
-    forward against attnlib's own forward (tested under the interpreter and on GPUs), in every case this
+    forward (``loader_warp``: :mod:`attnlib.kernels._flash_fwd_gluon_ws`'s) against attnlib's own forward
+    (tested under the interpreter and on GPUs), in every case this
     ``config`` handles: bfloat16 D=128 full and causal, grouped K/V (4 query heads on 2), float16 D=64
     causal with more keys than queries (the diagonal offset), each with one row of large logits (the
     online softmax must rescale)."""
     from ..kernels import flash
     from ..kernels._flash_fwd_gluon import flash_fwd_gluon, unhandled
+    from ..kernels._flash_fwd_gluon_ws import flash_fwd_gluon_ws
     from .flash import _rel
 
+    forward = flash_fwd_gluon_ws if loader_warp else flash_fwd_gluon
     gen = gen or torch.Generator(device=device).manual_seed(11)
     block_m, block_n = config[0], config[1]
     cases = [  # (batch, heads, K/V heads, Lq, Lk, head dim, dtype, causal)
@@ -120,8 +126,8 @@ def gluon_errors(config, device: str = "cuda", gen=None) -> dict:
         if unhandled(q, k, causal, block_m, block_n):
             continue
         case = f"{str(dtype)[6:]} D={d} {h}:{hk} heads Lq={lq} Lk={lk}{' causal' if causal else ''}"
-        print(f"[canary] gluon {config}: {case}", file=sys.stderr, flush=True)  # the last one names a hang
-        o, lse = flash_fwd_gluon(q, k, v, causal, d ** -0.5, config=config)
+        print(f"[canary] {forward.__name__} {config}: {case}", file=sys.stderr, flush=True)  # names a hang
+        o, lse = forward(q, k, v, causal, d ** -0.5, config=config)
         ref_o, ref_lse = flash._forward(q, k, v, causal, d ** -0.5)
         errors[case] = (_rel(o, ref_o), _rel(lse, ref_lse))
     return errors

@@ -199,6 +199,9 @@ LADDER = (
     # in Gluon so that the next tile's QK^T and this tile's PV run during the softmax; whole tiles.
     ("Gluon: softmax during PV 128x128, 8 warps, 2 st", "gluon", (128, 128, 8, 2)),
     ("Gluon: softmax during PV 128x64, 8 warps, 3 st.", "gluon", (128, 64, 8, 3)),
+    # ... and with one more warp that only loads (attnlib.kernels._flash_fwd_gluon_ws, its GLUON_WS_CONFIGS)
+    ("Gluon + loader warp 128x128, 8+1 warps, 2 st.", "gluon-ws", (128, 128, 8, 2)),
+    ("Gluon + loader warp 128x128, 8+1 warps, 3 st.", "gluon-ws", (128, 128, 8, 3)),
 )
 
 
@@ -280,12 +283,12 @@ def _ladder_step(kernel: str, config, q, k, v, causal: bool):
             _flash_fwd_ws.check_ws_supported(q, k, causal, config[0], config[1])
             canary.gate("ws", config, True)
             forward = _flash_fwd_ws.flash_fwd_ws
-        elif kernel == "gluon":  # the same, for the Gluon kernel (imported here: only Hopper runs it)
-            from ..kernels import _flash_fwd_gluon
+        elif kernel in ("gluon", "gluon-ws"):  # the same, for the Gluon kernels (imported here: Hopper only)
+            from ..kernels import _flash_fwd_gluon, _flash_fwd_gluon_ws
 
             _flash_fwd_gluon.check_gluon_supported(q, k, causal, config[0], config[1])
-            canary.gate("gluon", config, False)
-            forward = _flash_fwd_gluon.flash_fwd_gluon
+            canary.gate(kernel, config, False)
+            forward = _flash_fwd_gluon.flash_fwd_gluon if kernel == "gluon" else _flash_fwd_gluon_ws.flash_fwd_gluon_ws
         else:
             forward = {"tma": flash._forward_tma, "portable": flash._forward_portable}[kernel]
         return forward(q, k, v, causal, scale, config)[0]

@@ -35,9 +35,11 @@ with ``BLOCK_M == BLOCK_N`` and ``Lk >= Lq`` (then exactly one key tile per quer
 the diagonal: the last, masked). GQA by the K/V head index, as in the other kernels.
 
 Gluon kernels do not run under ``TRITON_INTERPRET``: this one is compiled for sm_90 on the CPU
-by the tests (``tests/test_kernels_flash_gluon.py``: wgmma, no spill, the one-in-flight wait in the
-PTX) and checked against SDPA on a GPU only, by the benchmark's canary before it is timed
-(``attnlib.bench.canary``). :func:`attnlib.kernels.flash_attention` does not use it.
+by the tests (``tests/test_kernels_flash_gluon.py``: wgmma, no spill, exponentials placed while
+a product is in flight, ``resources.exp2_during_mma``) and its results are checked on a GPU only,
+against attnlib's descriptor kernel, by the benchmark's child process before it is timed
+(``attnlib.bench.canary.gluon_errors``). :func:`attnlib.kernels.flash_attention` does not use it.
+:mod:`._flash_fwd_gluon_ws` is the same loop with a warp that only loads.
 """
 
 from __future__ import annotations
@@ -84,10 +86,71 @@ def _causal_mask(s, start_n, start_m, DIAG, BLOCK_M: gl.constexpr, BLOCK_N: gl.c
 
 
 @gluon.jit
-def _step(j, acc, l_i, m_i, p, q_smem, k_smem, v_smem, k_bars, v_bars, k_desc, v_desc, kv_row, n_tiles,
-          start_m, DIAG, qk_scale, MASK_NEXT: gl.constexpr, STAGES: gl.constexpr, BLOCK_M: gl.constexpr,
-          BLOCK_N: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr, p_layout: gl.constexpr):
-    """Key tile ``j``'s ``P V`` and tile ``j + 1``'s softmax, overlapped; returns the state for tile ``j + 1``."""
+def _program_tiles(H, GROUP, LQ, LK, CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr):
+    """This program's query tile, (batch, head), first rows in the flattened views, and key tiles to visit."""
+    start_m = gl.program_id(0)
+    if CAUSAL:  # heaviest query tiles first
+        start_m = gl.num_programs(0) - 1 - start_m
+    off_bh = gl.program_id(1)
+    off_kh = (off_bh // H) * (H // GROUP) + (off_bh % H) // GROUP  # the shared K/V head
+    q_row = off_bh * LQ + start_m * BLOCK_M  # first row of this query tile in the flattened view
+    kv_row = off_kh * LK
+    DIAG = LK - LQ
+    if CAUSAL:  # key tiles up to the one holding the diagonal of this query tile's last row
+        n_tiles = start_m + 1 + DIAG // BLOCK_N
+    else:
+        n_tiles = LK // BLOCK_N
+    return start_m, off_bh, q_row, kv_row, DIAG, n_tiles
+
+
+@gluon.jit
+def _first_tile(q_smem, k_smem, q_bar, k_bars, start_m, DIAG, qk_scale, CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr,
+                BLOCK_N: gl.constexpr, BLOCK_D: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr):
+    """Key tile 0's scores and softmax, with nothing to overlap yet: the initial (acc, l, m, P)."""
+    mbarrier.wait(q_bar, 0)
+    mbarrier.wait(k_bars.index(0), 0)
+    s = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), gl.zeros([BLOCK_M, BLOCK_N], gl.float32, s_layout),
+                      use_acc=False)
+    if CAUSAL:  # all-true unless tile 0 is this query tile's diagonal tile
+        s = _causal_mask(s, 0, start_m, DIAG, BLOCK_M, BLOCK_N, s_layout)
+    m_i = gl.max(s, axis=1) * qk_scale  # (BLOCK_M,) running row max of the scaled scores, base 2
+    p = gl.exp2(s * qk_scale - m_i[:, None])  # (BLOCK_M, BLOCK_N)
+    l_i = gl.sum(p, axis=1)  # (BLOCK_M,) running row sum
+    acc = gl.zeros([BLOCK_M, BLOCK_D], gl.float32, o_layout)  # (BLOCK_M, D) unnormalised output
+    return acc, l_i, m_i, p
+
+
+@gluon.jit
+def _last_product(acc, p, v_smem, v_bars, last, STAGES: gl.constexpr, p_layout: gl.constexpr):
+    """The last key tile's P V, with nothing left to overlap."""
+    mbarrier.wait(v_bars.index(last % STAGES), (last // STAGES) & 1)
+    p_op = gl.convert_layout(p.to(v_smem.dtype), p_layout, assert_trivial=True)
+    return warpgroup_mma(p_op, v_smem.index(last % STAGES), acc)
+
+
+@gluon.jit
+def _epilogue(acc, l_i, m_i, q_smem, o_desc, LSE, q_row, off_bh, start_m, LQ, BLOCK_M: gl.constexpr,
+              s_layout: gl.constexpr, o_layout: gl.constexpr):
+    """O = acc / l through Q's buffer (no product reads Q any more) and one TMA store; the log-sum-exp."""
+    out = acc / gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))[:, None]
+    _cta_barrier()  # both warp groups are done with Q before either overwrites its buffer
+    q_smem.store(out.to(q_smem.dtype))
+    fence_async_shared()  # the threads' shared-memory writes become visible to the copy engine
+    _cta_barrier()  # ... all of them, before one thread issues the store
+    _tma_store(o_desc, [q_row, 0], q_smem)
+    offs_m = start_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
+    gl.store(LSE + off_bh * LQ + offs_m, m_i + gl.log2(l_i))  # base-2 log-sum-exp, as the backward reads it
+    tma.store_wait(0)
+
+
+@gluon.jit
+def _overlapped_step(j, acc, l_i, m_i, p, q_smem, k_smem, v_smem, k_bars, v_bars, start_m, DIAG, qk_scale,
+                     MASK_NEXT: gl.constexpr, STAGES: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                     s_layout: gl.constexpr, o_layout: gl.constexpr, p_layout: gl.constexpr):
+    """Key tile ``j``'s ``P V`` and tile ``j + 1``'s softmax, overlapped; returns the state for tile ``j + 1``.
+
+    On return no product is in flight: K tile ``j + 1`` and V tile ``j`` are no longer read by this
+    warp group (the caller frees their slots)."""
     nxt = j + 1
     k_slot = nxt % STAGES
     v_slot = j % STAGES
@@ -98,7 +161,7 @@ def _step(j, acc, l_i, m_i, p, q_smem, k_smem, v_smem, k_bars, v_bars, k_desc, v
     # Issue O += P_j V_j with P_j from registers (a wgmma's first operand may live there). The scores'
     # accumulator layout already is that operand's layout: the conversion moves no data (asserted).
     mbarrier.wait(v_bars.index(v_slot), (j // STAGES) & 1)
-    p_op = gl.convert_layout(p.to(v_desc.dtype), p_layout, assert_trivial=True)
+    p_op = gl.convert_layout(p.to(k_smem.dtype), p_layout, assert_trivial=True)
     o_tok = warpgroup_mma(p_op, v_smem.index(v_slot), acc, is_async=True)
     # Wait for the older of the two only: the scores. P_j V_j keeps the tensor cores busy meanwhile.
     s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok,))
@@ -111,13 +174,24 @@ def _step(j, acc, l_i, m_i, p, q_smem, k_smem, v_smem, k_bars, v_bars, k_desc, v
     # Now O: wait for P_j V_j (keeping P_j's registers alive until it has read them), then rescale.
     acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p_op))
     acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+    return acc, l_i, m_new, p
+
+
+@gluon.jit
+def _step(j, acc, l_i, m_i, p, q_smem, k_smem, v_smem, k_bars, v_bars, k_desc, v_desc, kv_row, n_tiles,
+          start_m, DIAG, qk_scale, MASK_NEXT: gl.constexpr, STAGES: gl.constexpr, BLOCK_M: gl.constexpr,
+          BLOCK_N: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr, p_layout: gl.constexpr):
+    """:func:`_overlapped_step`, then this program's own copies into the two slots it freed."""
+    acc, l_i, m_i, p = _overlapped_step(j, acc, l_i, m_i, p, q_smem, k_smem, v_smem, k_bars, v_bars, start_m, DIAG,
+                                        qk_scale, MASK_NEXT, STAGES, BLOCK_M, BLOCK_N, s_layout, o_layout, p_layout)
     # Both warp groups are past K tile j+1 and V tile j: refill their slots.
     _cta_barrier()
-    if nxt + STAGES < n_tiles:
-        _load_tile(k_desc, kv_row + (nxt + STAGES) * BLOCK_N, k_bars.index(k_slot), k_smem.index(k_slot))
+    if j + 1 + STAGES < n_tiles:
+        _load_tile(k_desc, kv_row + (j + 1 + STAGES) * BLOCK_N, k_bars.index((j + 1) % STAGES),
+                   k_smem.index((j + 1) % STAGES))
     if j + STAGES < n_tiles:
-        _load_tile(v_desc, kv_row + (j + STAGES) * BLOCK_N, v_bars.index(v_slot), v_smem.index(v_slot))
-    return acc, l_i, m_new, p
+        _load_tile(v_desc, kv_row + (j + STAGES) * BLOCK_N, v_bars.index(j % STAGES), v_smem.index(j % STAGES))
+    return acc, l_i, m_i, p
 
 
 @gluon.jit
@@ -138,18 +212,7 @@ def _flash_fwd_gluon_kernel(
                                                        instr_shape=[16, BLOCK_D, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
 
-    start_m = gl.program_id(0)
-    if CAUSAL:  # heaviest query tiles first
-        start_m = gl.num_programs(0) - 1 - start_m
-    off_bh = gl.program_id(1)
-    off_kh = (off_bh // H) * (H // GROUP) + (off_bh % H) // GROUP  # the shared K/V head
-    q_row = off_bh * LQ + start_m * BLOCK_M  # first row of this query tile in the flattened view
-    kv_row = off_kh * LK
-    DIAG = LK - LQ
-    if CAUSAL:  # key tiles up to the one holding the diagonal of this query tile's last row
-        n_tiles = start_m + 1 + DIAG // BLOCK_N
-    else:
-        n_tiles = LK // BLOCK_N
+    start_m, off_bh, q_row, kv_row, DIAG, n_tiles = _program_tiles(H, GROUP, LQ, LK, CAUSAL, BLOCK_M, BLOCK_N)
 
     q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, BLOCK_D], q_desc.layout)
     k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, BLOCK_D], k_desc.layout)
@@ -170,17 +233,8 @@ def _flash_fwd_gluon_kernel(
             _load_tile(k_desc, kv_row + i * BLOCK_N, k_bars.index(i), k_smem.index(i))
             _load_tile(v_desc, kv_row + i * BLOCK_N, v_bars.index(i), v_smem.index(i))
 
-    # Tile 0's scores and softmax, with nothing to overlap yet.
-    mbarrier.wait(q_bar, 0)
-    mbarrier.wait(k_bars.index(0), 0)
-    s = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), gl.zeros([BLOCK_M, BLOCK_N], gl.float32, s_layout),
-                      use_acc=False)
-    if CAUSAL:  # all-true unless tile 0 is this query tile's diagonal tile
-        s = _causal_mask(s, 0, start_m, DIAG, BLOCK_M, BLOCK_N, s_layout)
-    m_i = gl.max(s, axis=1) * qk_scale  # (BLOCK_M,) running row max of the scaled scores, base 2
-    p = gl.exp2(s * qk_scale - m_i[:, None])  # (BLOCK_M, BLOCK_N)
-    l_i = gl.sum(p, axis=1)  # (BLOCK_M,) running row sum
-    acc = gl.zeros([BLOCK_M, BLOCK_D], gl.float32, o_layout)  # (BLOCK_M, D) unnormalised output
+    acc, l_i, m_i, p = _first_tile(q_smem, k_smem, q_bar, k_bars, start_m, DIAG, qk_scale, CAUSAL, BLOCK_M, BLOCK_N,
+                                   BLOCK_D, s_layout, o_layout)
     _cta_barrier()  # K slot 0 is free once both warp groups have their scores
     if STAGES < n_tiles:
         _load_tile(k_desc, kv_row + STAGES * BLOCK_N, k_bars.index(0), k_smem.index(0))
@@ -195,22 +249,9 @@ def _flash_fwd_gluon_kernel(
                                  v_desc, kv_row, n_tiles, start_m, DIAG, qk_scale, CAUSAL, STAGES, BLOCK_M,
                                  BLOCK_N, s_layout, o_layout, p_layout)
 
-    # The last tile's P V, with nothing left to overlap.
-    last = n_tiles - 1
-    mbarrier.wait(v_bars.index(last % STAGES), (last // STAGES) & 1)
-    acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout, assert_trivial=True), v_smem.index(last % STAGES),
-                        acc)
+    acc = _last_product(acc, p, v_smem, v_bars, n_tiles - 1, STAGES, p_layout)
 
-    # Epilogue: O = acc / l through Q's buffer (Q is read by no product any more) and one TMA store.
-    out = acc / gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))[:, None]
-    _cta_barrier()  # both warp groups are done with Q before either overwrites its buffer
-    q_smem.store(out.to(dtype))
-    fence_async_shared()  # the threads' shared-memory writes become visible to the copy engine
-    _cta_barrier()  # ... all of them, before one thread issues the store
-    _tma_store(o_desc, [q_row, 0], q_smem)
-    offs_m = start_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
-    gl.store(LSE + off_bh * LQ + offs_m, m_i + gl.log2(l_i))  # base-2 log-sum-exp, as the backward reads it
-    tma.store_wait(0)
+    _epilogue(acc, l_i, m_i, q_smem, o_desc, LSE, q_row, off_bh, start_m, LQ, BLOCK_M, s_layout, o_layout)
     mbarrier.invalidate(q_bar)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(k_bars.index(i))
