@@ -101,9 +101,9 @@ def gluon_errors(config, device: str = "cuda", gen=None, loader_warp: bool = Fal
     """``{case: (error of the output, error of the log-sum-exp)}``, each relative (in norm), of the Gluon
     forward (``loader_warp``: :mod:`attnlib.kernels._flash_fwd_gluon_ws`'s) against attnlib's own forward
     (tested under the interpreter and on GPUs), in every case this
-    ``config`` handles: bfloat16 D=128 full and causal, grouped K/V (4 query heads on 2), float16 D=64
-    causal with more keys than queries (the diagonal offset), each with one row of large logits (the
-    online softmax must rescale)."""
+    ``config`` handles: one, two and five key tiles, then bfloat16 D=128 full and causal, grouped K/V
+    (4 query heads on 2), float16 D=64 causal with more keys than queries (the diagonal offset), each
+    with one row of large logits (the online softmax must rescale)."""
     from ..kernels import flash
     from ..kernels._flash_fwd_gluon import flash_fwd_gluon, unhandled
     from ..kernels._flash_fwd_gluon_ws import flash_fwd_gluon_ws
@@ -113,6 +113,11 @@ def gluon_errors(config, device: str = "cuda", gen=None, loader_warp: bool = Fal
     gen = gen or torch.Generator(device=device).manual_seed(11)
     block_m, block_n = config[0], config[1]
     cases = [  # (batch, heads, K/V heads, Lq, Lk, head dim, dtype, causal)
+        # smallest first, so that the first wrong (or hung) case says which part is wrong: one key tile (no
+        # loop: copies, products, epilogue), two (one loop step), five (each slot refilled, phases flip twice)
+        (1, 1, 1, 128, 128, 128, torch.bfloat16, False),
+        (1, 1, 1, 128, 256, 128, torch.bfloat16, False),
+        (1, 1, 1, 128, 640, 128, torch.bfloat16, False),
         (1, 2, 2, 1024, 1024, 128, torch.bfloat16, False),
         (1, 2, 2, 1024, 1024, 128, torch.bfloat16, True),
         (2, 4, 2, 512, 768, 128, torch.bfloat16, False),
