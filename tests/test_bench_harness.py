@@ -328,6 +328,42 @@ def test_experimental_kernels_are_gated_by_a_child_process(monkeypatch):
     assert gluon and all("did not finish in 2 s" in why and why.endswith("(128, 128, 8, 2): x causal") for why in gluon)
 
 
+def test_the_gluon_check_compares_every_case_and_locates_a_wrong_quarter(monkeypatch):
+    """gluon_errors on the CPU, with plain-torch stand-ins for both kernels (the real ones need a GPU)."""
+    import math
+
+    from attnlib.bench import canary
+    from attnlib.kernels import _flash_fwd_gluon, flash
+
+    def attention(q, k, v, causal, scale, config=None):  # -> (o, base-2 lse (B*H, Lq)), bottom-right causal
+        group = q.shape[1] // k.shape[1]
+        k, v = (x.float().repeat_interleave(group, 1) for x in (k, v))
+        s = q.float() @ k.transpose(-1, -2) * scale
+        if causal:
+            lq, lk = s.shape[-2:]
+            s = s.masked_fill(torch.ones(lq, lk, dtype=torch.bool).triu(lk - lq + 1), float("-inf"))
+        lse = torch.logsumexp(s, -1)
+        return (torch.softmax(s, -1) @ v).to(q.dtype), (lse / math.log(2)).flatten(0, 1)
+
+    def broken(q, k, v, causal, scale, config=None):  # wrong in the lower rows of the first tile's left columns
+        o, lse = attention(q, k, v, causal, scale)
+        o[0, 0, 64:128, : q.shape[-1] // 2] += 1.0
+        return o, lse
+
+    monkeypatch.setattr(flash, "_forward", attention)
+    monkeypatch.setattr(_flash_fwd_gluon, "flash_fwd_gluon", attention)
+    right = canary.gluon_errors((128, 128, 8, 2), device="cpu")
+    assert len(right) == 7 and all(o < 1e-2 and lse < 1e-5 for o, lse, _ in right.values()), right
+    assert canary.gluon_verdict(right, 2e-2) is None
+    assert len(canary.gluon_errors((128, 64, 8, 3), device="cpu")) == 5  # causal needs a square tile
+    monkeypatch.setattr(_flash_fwd_gluon, "flash_fwd_gluon", broken)
+    verdict = canary.gluon_verdict(canary.gluon_errors((128, 128, 8, 2), device="cpu"), 2e-2)
+    upper_left, upper_right, lower_left, lower_right = (float(x) for x in verdict.split(": ")[-1].replace("/", "")
+                                                       .split())
+    assert "first wrong case (bfloat16 D=128 1:1 heads Lq=128 Lk=128)" in verdict
+    assert lower_left > 0.5 and max(upper_left, upper_right, lower_right) < 1e-2, verdict
+
+
 def test_a_failed_gluon_check_names_its_cases():
     from attnlib.bench.canary import gluon_verdict
 
@@ -338,6 +374,11 @@ def test_a_failed_gluon_check_names_its_cases():
                                          "bfloat16 D=128 2:2 heads Lq=1024 Lk=1024 0.003/1e-06, x causal 0.4/1e-06")
     assert gluon_verdict({"x": (float("nan"), 0.0)}, 2e-2).startswith("relative error nan")
     assert gluon_verdict({}, 2e-2) == "no case of the check applies to this configuration"
+    # with the quarters of the first query tile, the first wrong case says which quarter is wrong
+    quartered = {"one tile": (1e-3, 1e-6, (1e-3,) * 4), "two tiles": (0.3, 1e-6, (1e-3, 1e-3, 0.6, 0.5))}
+    assert gluon_verdict(quartered, 2e-2).endswith(
+        "first wrong case (two tiles), its first query tile's quarters (rows upper/lower x columns left/right): "
+        "0.001 0.001 / 0.6 0.5")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the child process")

@@ -98,7 +98,8 @@ def child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024, kinds
 
 
 def gluon_errors(config, device: str = "cuda", gen=None, loader_warp: bool = False) -> dict:
-    """``{case: (error of the output, error of the log-sum-exp)}``, each relative (in norm), of the Gluon
+    """``{case: (error of the output, error of the log-sum-exp, errors of the first query tile's quarters)}``,
+    each relative (in norm), of the Gluon
     forward (``loader_warp``: :mod:`attnlib.kernels._flash_fwd_gluon_ws`'s) against attnlib's own forward
     (tested under the interpreter and on GPUs), in every case this
     ``config`` handles: one, two and five key tiles, then bfloat16 D=128 full and causal, grouped K/V
@@ -134,21 +135,33 @@ def gluon_errors(config, device: str = "cuda", gen=None, loader_warp: bool = Fal
         print(f"[canary] {forward.__name__} {config}: {case}", file=sys.stderr, flush=True)  # names a hang
         o, lse = forward(q, k, v, causal, d ** -0.5, config=config)
         ref_o, ref_lse = flash._forward(q, k, v, causal, d ** -0.5)
-        errors[case] = (_rel(o, ref_o), _rel(lse, ref_lse))
+        rows, cols = min(128, lq) // 2, d // 2  # the first query tile's two warp groups' rows x two column halves
+        quarters = tuple(_rel(o[0, 0, r:r + rows, c:c + cols], ref_o[0, 0, r:r + rows, c:c + cols])
+                         for r in (0, rows) for c in (0, cols))
+        errors[case] = (_rel(o, ref_o), _rel(lse, ref_lse), quarters)
     return errors
 
 
 def gluon_verdict(by_case: dict, tol: float):
-    """None if every error of :func:`gluon_errors` is below ``tol``; else the worst, and every case's
-    (output/LSE) errors, so that a failed GPU run says where to look (only causal? only grouped K/V?)."""
-    errors = [e for pair in by_case.values() for e in pair]
+    """None if every error of :func:`gluon_errors` is below ``tol``; else the worst, every case's
+    (output/LSE) errors, and for the first wrong case the errors of its first query tile's quarters
+    (upper/lower rows: the two warp groups; left/right columns: the two halves each tile copy is split
+    into), so that a failed GPU run says where to look (one tile or many? causal? one warp group?)."""
+    worst_of = lambda values: max(values, key=lambda e: float("inf") if e != e else e)  # noqa: E731 - NaN worst
+    errors = [e for found in by_case.values() for e in found[:2]]
     if not errors:
         return "no case of the check applies to this configuration"
-    worst = max(errors, key=lambda e: float("inf") if e != e else e)  # NaN counts as the worst
+    worst = worst_of(errors)
     if worst < tol:
         return None
-    return f"relative error {worst:.3g}; (output/LSE) by case: " + ", ".join(
-        f"{case} {o:.2g}/{lse:.2g}" for case, (o, lse) in by_case.items())
+    text = f"relative error {worst:.3g}; (output/LSE) by case: " + ", ".join(
+        f"{case} {found[0]:.2g}/{found[1]:.2g}" for case, found in by_case.items())
+    wrong = [(case, found) for case, found in by_case.items() if not worst_of(found[:2]) < tol]
+    if len(wrong[0][1]) > 2:
+        upper_left, upper_right, lower_left, lower_right = wrong[0][1][2]
+        text += (f"; first wrong case ({wrong[0][0]}), its first query tile's quarters (rows upper/lower x "
+                 f"columns left/right): {upper_left:.2g} {upper_right:.2g} / {lower_left:.2g} {lower_right:.2g}")
+    return text
 
 
 def run_in_child(timeout_s: float | None = None) -> dict:
