@@ -167,7 +167,7 @@ def test_ladder_logic_runs_in_the_interpreter(monkeypatch):
         "450.0 TFLOP/s WRONG: relative error 0.1 against sdpa_cudnn")
     names = [name for name, _, _ in LADDER]
     assert "TMA, autotuned (the default on Hopper)" in names and names[0].startswith("portable 128x64")
-    assert all(kernel in ("portable", "tma", "ws", "gluon", "gluon-ws") for _, kernel, _ in LADDER)
+    assert all(kernel in ("portable", "tma", "ws", "gluon", "gluon-ws", "gluon-pingpong") for _, kernel, _ in LADDER)
     assert all(len(name) <= 47 for name in names)  # the printed column
     # the two-programs-per-SM steps time configurations the TMA autotuner also tries
     from attnlib.kernels import _flash_config
@@ -182,11 +182,10 @@ def test_ladder_logic_runs_in_the_interpreter(monkeypatch):
     from attnlib.kernels._flash_fwd_ws import WS_CONFIGS  # the ladder times exactly the experimental configurations
 
     assert tuple(config for _, kernel, config in LADDER if kernel == "ws") == WS_CONFIGS
-    from attnlib.kernels._flash_fwd_gluon import GLUON_CONFIGS
-    from attnlib.kernels._flash_fwd_gluon_ws import GLUON_WS_CONFIGS
+    from attnlib.kernels.resources import gluon_forwards
 
-    assert tuple(config for _, kernel, config in LADDER if kernel == "gluon") == GLUON_CONFIGS
-    assert tuple(config for _, kernel, config in LADDER if kernel == "gluon-ws") == GLUON_WS_CONFIGS
+    for kind, (_, space) in gluon_forwards().items():  # every experimental Gluon configuration is a step
+        assert tuple(config for _, kernel, config in LADDER if kernel == kind) == space, kind
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real ladder in tools/gpu_check.sh")
@@ -282,7 +281,8 @@ def test_experimental_kernels_are_gated_by_a_child_process(monkeypatch):
 
     keys = [canary.key(*kernel) for kernel in canary.experimental_kernels()]
     assert keys == ["ws 128x64/4/3/ws", "ws 128x128/4/2/ws", "dkdv-ws 64x128/8/3", "dkdv-ws 64x128/4/2/ws",
-                    "gluon 128x128/8/2", "gluon 128x64/8/3", "gluon-ws 128x128/8/2", "gluon-ws 128x128/8/3"]
+                    "gluon 128x128/8/2", "gluon 128x64/8/3", "gluon-ws 128x128/8/2", "gluon-ws 128x128/8/3",
+                    "gluon-pingpong 128x128/8/2"]
 
     def hang(*args, **kwargs):
         raise subprocess.TimeoutExpired(cmd="python", timeout=kwargs.get("timeout"))

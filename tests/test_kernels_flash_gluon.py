@@ -19,8 +19,10 @@ import torch
 triton = pytest.importorskip("triton")
 pytest.importorskip("triton.experimental.gluon")
 
-from attnlib.kernels._flash_fwd_gluon import GLUON_CONFIGS, check_gluon_supported, flash_fwd_gluon  # noqa: E402
-from attnlib.kernels._flash_fwd_gluon_ws import GLUON_WS_CONFIGS, flash_fwd_gluon_ws  # noqa: E402
+from attnlib.kernels._flash_fwd_gluon import check_gluon_supported, flash_fwd_gluon  # noqa: E402
+from attnlib.kernels._flash_fwd_gluon_pingpong import flash_fwd_gluon_pingpong  # noqa: E402
+from attnlib.kernels._flash_fwd_gluon_ws import flash_fwd_gluon_ws  # noqa: E402
+from attnlib.kernels.resources import gluon_forwards  # noqa: E402
 from attnlib.kernels._interpreter_compat import interpreting  # noqa: E402
 
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
@@ -47,21 +49,30 @@ def test_refuses_what_it_does_not_handle_and_says_what(causal, dtype, d, lq, lk,
 @pytest.mark.skipif(not interpreting(), reason="the interpreter's refusal")
 def test_says_it_cannot_run_in_the_interpreter():
     q = torch.zeros(1, 2, 128, 64, dtype=torch.float16)
-    for forward in (flash_fwd_gluon, flash_fwd_gluon_ws):
+    for forward in (flash_fwd_gluon, flash_fwd_gluon_ws, flash_fwd_gluon_pingpong):
         with pytest.raises(RuntimeError, match="Gluon has no CPU interpreter"):
             forward(q, q, q, False, 0.1)
+
+
+def test_the_ping_pong_kernel_refuses_other_than_two_warp_groups_of_64_rows(monkeypatch):
+    from attnlib.kernels import _flash_fwd_gluon_pingpong
+
+    monkeypatch.setattr(_flash_fwd_gluon_pingpong, "interpreting", lambda: False)  # the check comes before launching
+    q = torch.zeros(1, 2, 128, 64, dtype=torch.float16)
+    with pytest.raises(ValueError, match="BLOCK_M=128 and num_warps=8"):
+        flash_fwd_gluon_pingpong(q, q, q, False, 0.1, config=(128, 128, 4, 2))
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not CUOBJDUMP.exists(), reason="this Triton has no NVIDIA backend tools (cuobjdump)")
 @pytest.mark.parametrize("kernel, head_dim, causal", [("gluon", 128, False), ("gluon", 128, True), ("gluon", 64, False),
-                                                      ("gluon-ws", 128, False), ("gluon-ws", 128, True)])
+                                                      ("gluon-ws", 128, False), ("gluon-ws", 128, True),
+                                                      ("gluon-pingpong", 128, False), ("gluon-pingpong", 64, True)])
 def test_compiled_for_hopper_it_overlaps_the_softmax_with_a_matrix_product(kernel, head_dim, causal):
     from attnlib.kernels.resources import flash_report_in_subprocess
 
     rows = flash_report_in_subprocess(kernel=kernel, head_dim=head_dim, dtype="bfloat16", causal=causal)
-    space = GLUON_CONFIGS if kernel == "gluon" else GLUON_WS_CONFIGS
-    expected = [c for c in space if not causal or c[0] == c[1]]  # causal: square tiles only
+    expected = [c for c in gluon_forwards()[kernel][1] if not causal or c[0] == c[1]]  # causal: square tiles only
     assert [(r["BLOCK_M"], r["BLOCK_N"], r["num_warps"], r["num_stages"]) for r in rows] == expected, rows
     for r, (block_m, block_n, _, stages) in zip(rows, expected):
         assert r["error"] is None, r
@@ -76,3 +87,5 @@ def test_compiled_for_hopper_it_overlaps_the_softmax_with_a_matrix_product(kerne
         # the point of the kernel: exponentials while a product runs, each step's whole tile of them
         per_thread_tile = block_m * block_n // (32 * 8)  # one exp2 per score, spread over 8 warps
         assert r["exp2_during_mma"] >= per_thread_tile, r
+        if kernel == "gluon-pingpong":  # two consumer partitions, each its own copy of the loop
+            assert r["exp2_during_mma"] >= 2 * per_thread_tile, r

@@ -126,14 +126,13 @@ def _ws_cases(name, q, k, v):
 
 
 def _gluon_cases(name, q, k, v, causal):
-    """The experimental Gluon forwards, once per configuration (``GLUON_CONFIGS``, ``GLUON_WS_CONFIGS``
-    with a loader warp) they handle here (whole tiles; causal only with square ones). Needs sm_90: the
-    course's other targets skip them."""
-    from attnlib.kernels._flash_fwd_gluon import GLUON_CONFIGS, flash_fwd_gluon, unhandled
-    from attnlib.kernels._flash_fwd_gluon_ws import GLUON_WS_CONFIGS, flash_fwd_gluon_ws
+    """The experimental Gluon forwards (``resources.gluon_forwards``), once per configuration they handle
+    here (whole tiles; causal only with square ones). Needs sm_90: the course's other targets skip them."""
+    from attnlib.kernels._flash_fwd_gluon import unhandled
+    from attnlib.kernels.resources import gluon_forwards
 
-    for label, forward, space in (("fwd-gluon", flash_fwd_gluon, GLUON_CONFIGS),
-                                  ("fwd-gluon-ws", flash_fwd_gluon_ws, GLUON_WS_CONFIGS)):
+    for kind, (forward, space) in gluon_forwards().items():
+        label = "fwd-" + kind
         for config in space:
             if not unhandled(q, k, causal, config[0], config[1]):
                 yield (f"{name} {label} {config[0]}x{config[1]}/{config[3]}",

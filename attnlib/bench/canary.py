@@ -27,20 +27,18 @@ _OUTCOME: dict = {}  # key -> None (ran in the child and matched) or why it may 
 
 
 def key(kind: str, config, warp_specialize: bool) -> str:
-    """``"<kind> BMxBN/warps/stages[/ws]"``, kind ``"ws"`` (forward), ``"dkdv-ws"``, ``"gluon"`` or ``"gluon-ws"``."""
+    """``"<kind> BMxBN/warps/stages[/ws]"``, kind ``"ws"`` (forward), ``"dkdv-ws"`` or a Gluon kind (``"gluon..."``)."""
     return f"{kind} {config[0]}x{config[1]}/{config[2]}/{config[3]}" + ("/ws" if warp_specialize else "")
 
 
 def experimental_kernels() -> list[tuple[str, tuple, bool]]:
     """``(kind, config, warp_specialize)`` of every experimental kernel the flash suite times."""
     from ..kernels._flash_bwd_ws import DKDV_WS_CONFIGS
-    from ..kernels._flash_fwd_gluon import GLUON_CONFIGS
-    from ..kernels._flash_fwd_gluon_ws import GLUON_WS_CONFIGS
     from ..kernels._flash_fwd_ws import WS_CONFIGS
+    from ..kernels.resources import gluon_forwards
 
     return ([("ws", config, True) for config in WS_CONFIGS] + [("dkdv-ws", c, ws) for _, c, ws in DKDV_WS_CONFIGS]
-            + [("gluon", config, False) for config in GLUON_CONFIGS]
-            + [("gluon-ws", config, False) for config in GLUON_WS_CONFIGS])
+            + [(kind, config, False) for kind, (_, space) in gluon_forwards().items() for config in space])
 
 
 def gate(kind: str, config, warp_specialize: bool) -> None:
@@ -53,7 +51,7 @@ def gate(kind: str, config, warp_specialize: bool) -> None:
 # Each group runs in a child of its own, with its own time limit in seconds: a hang of the Gluon kernel
 # (a barrier waited on with the wrong phase never completes) must not cost the warp-specialised kernels
 # their measurements, nor they its. Gluon compiles in seconds: a hang costs the flash suite 90 s, not 180.
-GROUPS = ((("ws", "dkdv-ws"), 180), (("gluon", "gluon-ws"), 90))
+GROUPS = ((("ws", "dkdv-ws"), 180), (("gluon", "gluon-ws", "gluon-pingpong"), 90))
 
 
 def child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024, kinds=None) -> dict:
@@ -79,11 +77,11 @@ def child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024, kinds
         try:
             if kind == "ws":
                 errors = [_rel(flash_fwd_ws(q, k, v, False, scale, config=config)[0], ref_o)]
-            elif kind in ("gluon", "gluon-ws"):
+            elif kind.startswith("gluon"):
                 if device != "cuda":  # no interpreter for Gluon: nothing to learn off a GPU
                     result[key(kind, config, ws)] = "not run: Gluon kernels need a GPU (no interpreter)"
                     continue
-                by_case = gluon_errors(config, device, gen, loader_warp=kind == "gluon-ws")
+                by_case = gluon_errors(config, device, gen, kind=kind)
                 result[key(kind, config, ws)] = gluon_verdict(by_case, _CHECK_TOL)
                 continue
             else:
@@ -97,20 +95,22 @@ def child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024, kinds
     return result
 
 
-def gluon_errors(config, device: str = "cuda", gen=None, loader_warp: bool = False) -> dict:
+def gluon_errors(config, device: str = "cuda", gen=None, kind: str = "gluon") -> dict:
     """``{case: (error of the output, error of the log-sum-exp, errors of the first query tile's quarters)}``,
     each relative (in norm), of the Gluon
-    forward (``loader_warp``: :mod:`attnlib.kernels._flash_fwd_gluon_ws`'s) against attnlib's own forward
+    forward of ``kind`` (``resources.gluon_forwards``) against attnlib's own forward
     (tested under the interpreter and on GPUs), in every case this
     ``config`` handles: one, two and five key tiles, then bfloat16 D=128 full and causal, grouped K/V
     (4 query heads on 2), float16 D=64 causal with more keys than queries (the diagonal offset), each
     with one row of large logits (the online softmax must rescale)."""
     from ..kernels import flash
-    from ..kernels._flash_fwd_gluon import flash_fwd_gluon, unhandled
-    from ..kernels._flash_fwd_gluon_ws import flash_fwd_gluon_ws
+    from ..kernels import _flash_fwd_gluon
+    from ..kernels.resources import gluon_forwards
     from .flash import _rel
 
-    forward = flash_fwd_gluon_ws if loader_warp else flash_fwd_gluon
+    # (the plain kernel looked up on its module at call time, so that a test may stand in for it)
+    forward = _flash_fwd_gluon.flash_fwd_gluon if kind == "gluon" else gluon_forwards()[kind][0]
+    unhandled = _flash_fwd_gluon.unhandled
     gen = gen or torch.Generator(device=device).manual_seed(11)
     block_m, block_n = config[0], config[1]
     cases = [  # (batch, heads, K/V heads, Lq, Lk, head dim, dtype, causal)

@@ -202,6 +202,8 @@ LADDER = (
     # ... and with one more warp that only loads (attnlib.kernels._flash_fwd_gluon_ws, its GLUON_WS_CONFIGS)
     ("Gluon + loader warp 128x128, 8+1 warps, 2 st.", "gluon-ws", (128, 128, 8, 2)),
     ("Gluon + loader warp 128x128, 8+1 warps, 3 st.", "gluon-ws", (128, 128, 8, 3)),
+    # ... and its two consumer warp groups taking turns (attnlib.kernels._flash_fwd_gluon_pingpong)
+    ("Gluon ping-pong 2x(64x128), 8+1 warps, 2 st.", "gluon-pingpong", (128, 128, 8, 2)),
 )
 
 
@@ -283,12 +285,13 @@ def _ladder_step(kernel: str, config, q, k, v, causal: bool):
             _flash_fwd_ws.check_ws_supported(q, k, causal, config[0], config[1])
             canary.gate("ws", config, True)
             forward = _flash_fwd_ws.flash_fwd_ws
-        elif kernel in ("gluon", "gluon-ws"):  # the same, for the Gluon kernels (imported here: Hopper only)
-            from ..kernels import _flash_fwd_gluon, _flash_fwd_gluon_ws
+        elif kernel.startswith("gluon"):  # the same, for the Gluon kernels (imported here: Hopper only)
+            from ..kernels import _flash_fwd_gluon
+            from ..kernels.resources import gluon_forwards
 
             _flash_fwd_gluon.check_gluon_supported(q, k, causal, config[0], config[1])
             canary.gate(kernel, config, False)
-            forward = _flash_fwd_gluon.flash_fwd_gluon if kernel == "gluon" else _flash_fwd_gluon_ws.flash_fwd_gluon_ws
+            forward = gluon_forwards()[kernel][0]
         else:
             forward = {"tma": flash._forward_tma, "portable": flash._forward_portable}[kernel]
         return forward(q, k, v, causal, scale, config)[0]

@@ -146,14 +146,18 @@ def _epilogue(acc, l_i, m_i, q_smem, o_desc, LSE, q_row, off_bh, start_m, LQ, BL
 @gluon.jit
 def _overlapped_step(j, acc, l_i, m_i, p, q_smem, k_smem, v_smem, k_bars, v_bars, start_m, DIAG, qk_scale,
                      MASK_NEXT: gl.constexpr, STAGES: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                     s_layout: gl.constexpr, o_layout: gl.constexpr, p_layout: gl.constexpr):
+                     s_layout: gl.constexpr, o_layout: gl.constexpr, p_layout: gl.constexpr,
+                     my_turn=None, other_turn=None, turn_phase=0, TAKE_TURNS: gl.constexpr = False):
     """Key tile ``j``'s ``P V`` and tile ``j + 1``'s softmax, overlapped; returns the state for tile ``j + 1``.
 
     On return no product is in flight: K tile ``j + 1`` and V tile ``j`` are no longer read by this
-    warp group (the caller frees their slots)."""
+    warp group (the caller frees their slots). ``TAKE_TURNS`` (:mod:`._flash_fwd_gluon_pingpong`):
+    issue the two products only when ``my_turn`` completes ``turn_phase``, then hand the turn over."""
     nxt = j + 1
     k_slot = nxt % STAGES
     v_slot = j % STAGES
+    if TAKE_TURNS:  # wait until the other warp group has issued its products
+        mbarrier.wait(my_turn, turn_phase)
     # Issue S_{j+1} = Q K_{j+1}^T: the K tile is (BLOCK_N, D) in shared memory; the product reads its transpose.
     mbarrier.wait(k_bars.index(k_slot), (nxt // STAGES) & 1)
     s_zero = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, s_layout)
@@ -163,6 +167,8 @@ def _overlapped_step(j, acc, l_i, m_i, p, q_smem, k_smem, v_smem, k_bars, v_bars
     mbarrier.wait(v_bars.index(v_slot), (j // STAGES) & 1)
     p_op = gl.convert_layout(p.to(k_smem.dtype), p_layout, assert_trivial=True)
     o_tok = warpgroup_mma(p_op, v_smem.index(v_slot), acc, is_async=True)
+    if TAKE_TURNS:  # its turn: its products run while this group computes its softmax
+        mbarrier.arrive(other_turn, count=1)
     # Wait for the older of the two only: the scores. P_j V_j keeps the tensor cores busy meanwhile.
     s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok,))
     if MASK_NEXT:

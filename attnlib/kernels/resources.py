@@ -271,9 +271,20 @@ def compile_report(launch: Callable[[], object], *, arch: int = 90, all_configs:
     return compiler.rows
 
 
-FLASH_KERNELS = ("portable", "tma", "dkdv", "dq", "ws", "dkdv-ws", "gluon", "gluon-ws")  # forward kernels, the
-# backward's dK/dV and dQ, the experimental Hopper kernels (not causal): attnlib.kernels._flash_fwd_ws and
-# ._flash_bwd_ws, and the experimental Gluon forwards (attnlib.kernels._flash_fwd_gluon, ._flash_fwd_gluon_ws)
+FLASH_KERNELS = ("portable", "tma", "dkdv", "dq", "ws", "dkdv-ws", "gluon", "gluon-ws", "gluon-pingpong")  # the
+# forward kernels, the backward's dK/dV and dQ, the experimental Hopper kernels (not causal):
+# attnlib.kernels._flash_fwd_ws and ._flash_bwd_ws, and the experimental Gluon forwards
+# (attnlib.kernels._flash_fwd_gluon, ._flash_fwd_gluon_ws, ._flash_fwd_gluon_pingpong)
+
+
+def gluon_forwards() -> dict:
+    """``{kind: (forward, configurations)}`` of the experimental Gluon forwards (imported on demand)."""
+    from ._flash_fwd_gluon import GLUON_CONFIGS, flash_fwd_gluon
+    from ._flash_fwd_gluon_pingpong import GLUON_PINGPONG_CONFIGS, flash_fwd_gluon_pingpong
+    from ._flash_fwd_gluon_ws import GLUON_WS_CONFIGS, flash_fwd_gluon_ws
+
+    return {"gluon": (flash_fwd_gluon, GLUON_CONFIGS), "gluon-ws": (flash_fwd_gluon_ws, GLUON_WS_CONFIGS),
+            "gluon-pingpong": (flash_fwd_gluon_pingpong, GLUON_PINGPONG_CONFIGS)}
 
 
 def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = False, arch: int = 90,
@@ -287,7 +298,8 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
     pruned), ``"dkdv-ws"`` (the experimental descriptor dK/dV kernel: ``DKDV_WS_CONFIGS``,
     the 4-warp one warp-specialised), ``"gluon"`` (the experimental Gluon forward: ``GLUON_CONFIGS``,
     lengths whole tiles, causal only with square tiles), ``"gluon-ws"`` (the same with a loader warp:
-    ``GLUON_WS_CONFIGS``). ``configs`` (``(BLOCK_M, BLOCK_N,
+    ``GLUON_WS_CONFIGS``), ``"gluon-pingpong"`` (and two consumer warp groups taking turns:
+    ``GLUON_PINGPONG_CONFIGS``). ``configs`` (``(BLOCK_M, BLOCK_N,
     num_warps, num_stages)`` tuples) replaces the kernel's autotuning space, to ask about tiles
     it does not hold; every configuration is compiled, and ``kept_by_pruning`` says which ones
     the autotuner would time. A fifth number in a tuple caps the registers per thread (``maxnreg``).
@@ -299,7 +311,7 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
 
     if kernel not in FLASH_KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(map(repr, FLASH_KERNELS))}, got {kernel!r}")
-    if kernel in ("tma", "ws", "dkdv-ws", "gluon", "gluon-ws") and arch < 90:
+    if kernel in ("tma", "ws", "dkdv-ws", "gluon", "gluon-ws", "gluon-pingpong") and arch < 90:
         raise ValueError(f"the {kernel} kernel needs compute capability 9.0 or newer (arch >= 90), got arch={arch}")
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
@@ -316,18 +328,19 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
             rows += compile_report(lambda c=tuple(config): flash_fwd_ws(q, k, v, causal, scale, config=c), arch=arch,
                                    case="flash forward (ws)", head_dim=head_dim, dtype=dtype)
         return rows
-    if kernel in ("gluon", "gluon-ws"):
-        from ._flash_fwd_gluon import GLUON_CONFIGS, flash_fwd_gluon, unhandled
-        from ._flash_fwd_gluon_ws import GLUON_WS_CONFIGS, flash_fwd_gluon_ws
+    if kernel.startswith("gluon"):
+        from ._flash_fwd_gluon import unhandled
 
-        forward, space = (flash_fwd_gluon, GLUON_CONFIGS) if kernel == "gluon" else (flash_fwd_gluon_ws,
-                                                                                     GLUON_WS_CONFIGS)
+        forward, space = gluon_forwards()[kernel]
         rows = []
         for config in configs or space:
             if unhandled(q, k, causal, config[0], config[1]):
                 continue  # e.g. a non-square tile when causal: the kernel refuses it before compiling
-            rows += compile_report(lambda c=tuple(config): forward(q, k, v, causal, scale, config=c),
-                                   arch=arch, case=f"flash forward ({kernel})", head_dim=head_dim, dtype=dtype)
+            new = compile_report(lambda c=tuple(config): forward(q, k, v, causal, scale, config=c),
+                                 arch=arch, case=f"flash forward ({kernel})", head_dim=head_dim, dtype=dtype)
+            for row in new:  # the program's tile and warps as configured (the ping-pong's descriptors tile half)
+                row.update(BLOCK_M=config[0], BLOCK_N=config[1], num_warps=config[2])
+            rows += new
         return rows
     if kernel == "dkdv-ws":
         from ._flash_bwd_ws import DKDV_WS_CONFIGS, dkdv_ws
@@ -401,7 +414,8 @@ def main(argv=None) -> int:
     parser.add_argument("--kernel", default="portable", choices=FLASH_KERNELS,
                         help="the forward's portable or tma kernel, the backward's dkdv or dq, or an "
                              "experimental Hopper kernel (ws: the forward, dkdv-ws: dK/dV, gluon: the Gluon "
-                             "forward, gluon-ws: the same with a loader warp)")
+                             "forward, gluon-ws: the same with a loader warp, gluon-pingpong: and two consumer "
+                             "warp groups taking turns)")
     parser.add_argument("--configs", type=_parse_configs, default=None,
                         help="BLOCK_M,BLOCK_N,num_warps,num_stages[,maxnreg];... instead of the autotuning space "
                              "(maxnreg caps the registers per thread)")
