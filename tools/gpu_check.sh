@@ -8,7 +8,8 @@
 #   3. correctness: the Triton kernel tests on the GPU (bf16, large head dims, odd lengths),
 #   4. the benchmarks: python -m attnlib.bench --suite decode|block_sparse|flash (attnlib's default
 #      forward, which is the tensor-descriptor/TMA kernel on Hopper, and the portable one, against
-#      SDPA with each backend pinned),
+#      SDPA with each backend pinned; the flash suite first checks the experimental kernels, the Gluon
+#      ones included, each in a child process, and its ladder times those that pass),
 #   4b. the decoding probe (tools/decode_probe.py --host: the host's cost per call, a CUDA-graph
 #      replay, and the suite's timing of GQA 8k before and after MHA 64k; see NOTES.md, first run),
 #   5. if time is left, every code cell of labs 15-18 and chapter 08 (GPU timing cells included).
