@@ -55,9 +55,9 @@ def test_says_it_cannot_run_in_the_interpreter():
 
 
 def test_the_ping_pong_kernel_refuses_other_than_two_warp_groups_of_64_rows(monkeypatch):
-    from attnlib.kernels import _flash_fwd_gluon_pingpong
+    from attnlib.kernels import _flash_fwd_gluon
 
-    monkeypatch.setattr(_flash_fwd_gluon_pingpong, "interpreting", lambda: False)  # the check comes before launching
+    monkeypatch.setattr(_flash_fwd_gluon, "interpreting", lambda: False)  # the check comes before launching
     q = torch.zeros(1, 2, 128, 64, dtype=torch.float16)
     with pytest.raises(ValueError, match="BLOCK_M=128 and num_warps=8"):
         flash_fwd_gluon_pingpong(q, q, q, False, 0.1, config=(128, 128, 4, 2))

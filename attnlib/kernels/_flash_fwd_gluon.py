@@ -70,6 +70,34 @@ _tma_load = tma.async_load if hasattr(tma, "async_load") else tma.async_copy_glo
 _tma_store = tma.async_store if hasattr(tma, "async_store") else tma.async_copy_shared_to_global
 
 
+@gluon.constexpr_function
+def _mma_layouts(num_warps, BLOCK_N, BLOCK_D):
+    """Register layouts of the scores S (BLOCK_M, BLOCK_N), the output O (BLOCK_M, D), and P as O's first operand.
+
+    wgmma's accumulator layout: warps stacked along the rows (16 rows each), instruction tiles 16 x N x 16;
+    P enters the second product from registers, in the operand layout of that product."""
+    s_layout = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, BLOCK_N, 16])
+    o_layout = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, BLOCK_D, 16])
+    return s_layout, o_layout, gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+
+
+@gluon.jit
+def _barrier_ring(STAGES: gl.constexpr, ARRIVALS: gl.constexpr):
+    """``STAGES`` mbarriers (one per slot), each completing a phase after ``ARRIVALS`` arrivals."""
+    bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(bars.index(i), count=ARRIVALS)
+    return bars
+
+
+@gluon.jit
+def _kv_slots(k_desc, v_desc, STAGES: gl.constexpr):
+    """``STAGES`` shared-memory slots for K tiles and as many for V tiles, in the copy engine's layout."""
+    k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
+    v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
+    return k_smem, v_smem
+
+
 @gluon.jit
 def _load_tile(desc, row, bar, dest):
     """Ask the copy engine for the tile of ``desc`` starting at ``row``; ``bar`` completes on arrival."""
@@ -209,27 +237,18 @@ def _flash_fwd_gluon_kernel(
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[0]
     BLOCK_D: gl.constexpr = q_desc.block_type.shape[1]
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
-    dtype: gl.constexpr = q_desc.dtype
-    # Register layouts of the two products' results: wgmma's accumulator layout, warps stacked along the
-    # rows (16 rows each), instruction tiles 16 x N x 16. P enters the second product from registers.
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                       instr_shape=[16, BLOCK_N, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                       instr_shape=[16, BLOCK_D, 16])
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    layouts: gl.constexpr = _mma_layouts(num_warps, BLOCK_N, BLOCK_D)
+    s_layout: gl.constexpr = layouts[0]
+    o_layout: gl.constexpr = layouts[1]
+    p_layout: gl.constexpr = layouts[2]
 
     start_m, off_bh, q_row, kv_row, DIAG, n_tiles = _program_tiles(H, GROUP, LQ, LK, CAUSAL, BLOCK_M, BLOCK_N)
 
-    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, BLOCK_D], q_desc.layout)
-    k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, BLOCK_D], k_desc.layout)
-    v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, BLOCK_D], v_desc.layout)
-    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    k_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    mbarrier.init(q_bar, count=1)
-    for i in gl.static_range(STAGES):
-        mbarrier.init(k_bars.index(i), count=1)
-        mbarrier.init(v_bars.index(i), count=1)
+    q_smem = gl.allocate_shared_memory(q_desc.dtype, [BLOCK_M, BLOCK_D], q_desc.layout)
+    k_smem, v_smem = _kv_slots(k_desc, v_desc, STAGES)
+    q_bar = _barrier_ring(1, 1).index(0)
+    k_bars = _barrier_ring(STAGES, 1)  # complete when a tile has arrived in that slot
+    v_bars = _barrier_ring(STAGES, 1)
     _cta_barrier()  # every thread sees the initialised barriers before any waits on them
 
     # Prologue: Q, and the first STAGES tiles of K and V.
@@ -289,6 +308,31 @@ def check_gluon_supported(q: torch.Tensor, k: torch.Tensor, causal: bool, block_
         raise ValueError("the Gluon forward does not handle " + "; ".join(problems))
 
 
+def check_runnable() -> None:
+    """Raise if Triton runs in its CPU interpreter, which cannot run Gluon kernels."""
+    if interpreting():
+        raise RuntimeError("the Gluon forward cannot run under TRITON_INTERPRET=1 (Gluon has no CPU interpreter): "
+                           "run it on a Hopper GPU, or compile it with attnlib.kernels.resources")
+
+
+def flattened_launch(q, k, v, q_rows: int, block_n: int):
+    """The buffers and arguments every Gluon forward launches with: ``(o2, lse, descriptors, scalars)``.
+
+    q/o are viewed as ``(B*H*Lq, D)`` and k/v as ``(B*Hk*Lk, D)`` (a tile never crosses heads: the lengths
+    are whole tiles); the descriptors tile q and o by ``q_rows`` rows, k and v by ``block_n``; ``scalars``
+    is ``(H, H // Hk, Lq, Lk)``."""
+    b, h, lq, d = q.shape
+    hk, lk = k.shape[1], k.shape[2]
+    q2 = q.reshape(b * h * lq, d).contiguous()
+    k2 = k.reshape(b * hk * lk, d).contiguous()
+    v2 = v.reshape(b * hk * lk, d).contiguous()
+    o2 = torch.empty_like(q2)
+    lse = torch.empty((b * h, lq), device=q.device, dtype=torch.float32)
+    descs = (_descriptor(q2, [q_rows, d]), _descriptor(k2, [block_n, d]), _descriptor(v2, [block_n, d]),
+             _descriptor(o2, [q_rows, d]))
+    return o2, lse, descs, (h, h // hk, lq, lk)
+
+
 def _descriptor(t2: torch.Tensor, block: list[int]) -> TensorDescriptor:
     """A copy-engine descriptor over a contiguous 2-D tensor, tile ``block``, in wgmma's shared layout."""
     element = gl.bfloat16 if t2.dtype == torch.bfloat16 else gl.float16
@@ -303,21 +347,10 @@ def flash_fwd_gluon(q, k, v, causal: bool, scale: float, config=GLUON_CONFIGS[0]
     time for sm_90 by :mod:`attnlib.kernels.resources`).
     """
     block_m, block_n, num_warps, stages = config
-    if interpreting():
-        raise RuntimeError("the Gluon forward cannot run under TRITON_INTERPRET=1 (Gluon has no CPU interpreter): "
-                           "run it on a Hopper GPU, or compile it with attnlib.kernels.resources")
+    check_runnable()
     check_gluon_supported(q, k, causal, block_m, block_n)
-    b, h, lq, d = q.shape
-    hk, lk = k.shape[1], k.shape[2]
-    q2 = q.reshape(b * h * lq, d).contiguous()  # (B*H*Lq, D): a tile never crosses heads (Lq % BLOCK_M == 0)
-    k2 = k.reshape(b * hk * lk, d).contiguous()
-    v2 = v.reshape(b * hk * lk, d).contiguous()
-    o2 = torch.empty_like(q2)
-    lse = torch.empty((b * h, lq), device=q.device, dtype=torch.float32)
-    descs = (_descriptor(q2, [block_m, d]), _descriptor(k2, [block_n, d]), _descriptor(v2, [block_n, d]),
-             _descriptor(o2, [block_m, d]))
-    _flash_fwd_gluon_kernel[(lq // block_m, b * h)](
-        *descs, lse, h, h // hk, lq, lk, scale * 1.4426950408889634,
-        CAUSAL=causal, STAGES=stages, num_warps=num_warps,
+    o2, lse, descs, scalars = flattened_launch(q, k, v, block_m, block_n)
+    _flash_fwd_gluon_kernel[(q.shape[2] // block_m, lse.shape[0])](
+        *descs, lse, *scalars, scale * 1.4426950408889634, CAUSAL=causal, STAGES=stages, num_warps=num_warps,
     )
-    return o2.reshape(b, h, lq, d), lse
+    return o2.reshape(q.shape), lse

@@ -23,24 +23,25 @@ not used by :func:`attnlib.kernels.flash_attention`.
 
 from __future__ import annotations
 
-import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier
 
 from ._flash_fwd_gluon import (
-    _descriptor,
+    _barrier_ring,
     _epilogue,
     _first_tile,
+    _kv_slots,
     _last_product,
-    _load_tile,
+    _mma_layouts,
     _overlapped_step,
     _program_tiles,
     _tma_load,
     check_gluon_supported,
+    check_runnable,
+    flattened_launch,
 )
-from ._flash_fwd_gluon_ws import LOADER_REGISTERS, MAX_REGISTERS
-from ._interpreter_compat import interpreting
+from ._flash_fwd_gluon_ws import LOADER_REGISTERS, MAX_REGISTERS, load_kv_when_free
 
 __all__ = ["flash_fwd_gluon_pingpong", "GLUON_PINGPONG_CONFIGS"]
 
@@ -56,13 +57,8 @@ def _loader(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_re
     mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)  # both halves complete one phase of q_bar
     for c in gl.static_range(2):
         _tma_load(q_desc, [q_row + c * HALF, 0], q_bar, q_smem.index(c))
-    for t in range(n_tiles):
-        slot = t % STAGES
-        free_phase = ((t // STAGES) & 1) ^ 1  # the first wait on a fresh barrier passes at once
-        mbarrier.wait(k_free.index(slot), free_phase)
-        _load_tile(k_desc, kv_row + t * BLOCK_N, k_ready.index(slot), k_smem.index(slot))
-        mbarrier.wait(v_free.index(slot), free_phase)
-        _load_tile(v_desc, kv_row + t * BLOCK_N, v_ready.index(slot), v_smem.index(slot))
+    load_kv_when_free(k_desc, v_desc, k_smem, v_smem, k_ready, v_ready, k_free, v_free, kv_row, n_tiles, STAGES,
+                      BLOCK_N)
 
 
 @gluon.jit
@@ -70,11 +66,10 @@ def _consumer(c: gl.constexpr, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, 
               q_row, off_bh, start_m, LQ, DIAG, n_tiles, qk_scale, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
               HALF: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_D: gl.constexpr):
     """Warp group ``c`` (4 warps): query rows ``c * HALF ...`` of the tile, from the first key tile to the output."""
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, BLOCK_N, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, BLOCK_D, 16])
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    layouts: gl.constexpr = _mma_layouts(4, BLOCK_N, BLOCK_D)  # one warp group
+    s_layout: gl.constexpr = layouts[0]
+    o_layout: gl.constexpr = layouts[1]
+    p_layout: gl.constexpr = layouts[2]
     half = 2 * start_m + c  # this group's rows, in units of HALF (the causal mask and the LSE rows need it)
     q_half = q_smem.index(c)
     acc, l_i, m_i, p = _first_tile(q_half, k_smem, q_bar, k_ready, half, DIAG, qk_scale, CAUSAL, HALF, BLOCK_N,
@@ -108,28 +103,18 @@ def _flash_fwd_gluon_pingpong_kernel(
     HALF: gl.constexpr = q_desc.block_type.shape[0]
     BLOCK_D: gl.constexpr = q_desc.block_type.shape[1]
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
-    dtype: gl.constexpr = q_desc.dtype
     gl.static_assert(num_warps == 4, "the default partition is one consumer warp group")
 
     start_m, off_bh, q_row, kv_row, DIAG, n_tiles = _program_tiles(H, GROUP, LQ, LK, CAUSAL, 2 * HALF, BLOCK_N)
 
-    q_smem = gl.allocate_shared_memory(dtype, [2, HALF, BLOCK_D], q_desc.layout)
-    k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, BLOCK_D], k_desc.layout)
-    v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, BLOCK_D], v_desc.layout)
-    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    k_free = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_free = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    mbarrier.init(q_bar, count=1)
-    for i in gl.static_range(STAGES):
-        mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(k_free.index(i), count=2)  # one arrival from each consumer group
-        mbarrier.init(v_free.index(i), count=2)
-    for c in gl.static_range(2):
-        mbarrier.init(turns.index(c), count=1)
+    q_smem = gl.allocate_shared_memory(q_desc.dtype, [2, HALF, BLOCK_D], q_desc.layout)  # the two halves
+    k_smem, v_smem = _kv_slots(k_desc, v_desc, STAGES)
+    q_bar = _barrier_ring(1, 1).index(0)
+    k_ready = _barrier_ring(STAGES, 1)
+    v_ready = _barrier_ring(STAGES, 1)
+    k_free = _barrier_ring(STAGES, 2)  # one arrival from each consumer group
+    v_free = _barrier_ring(STAGES, 2)
+    turns = _barrier_ring(2, 1)  # turns.index(c): warp group c may issue its products
 
     gl.warp_specialize([
         (_consumer, (0, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_free, v_free, turns, o_desc, LSE, q_row,
@@ -149,25 +134,14 @@ def flash_fwd_gluon_pingpong(q, k, v, causal: bool, scale: float, config=GLUON_P
     :mod:`attnlib.kernels.resources`).
     """
     block_m, block_n, num_warps, stages = config
-    if interpreting():
-        raise RuntimeError("the Gluon forward cannot run under TRITON_INTERPRET=1 (Gluon has no CPU interpreter): "
-                           "run it on a Hopper GPU, or compile it with attnlib.kernels.resources")
+    check_runnable()
     if num_warps != 8 or block_m != 128:
         raise ValueError(f"config must have BLOCK_M=128 and num_warps=8 (two warp groups of 64 rows), got {config}")
     check_gluon_supported(q, k, causal, block_m, block_n)
-    b, h, lq, d = q.shape
-    hk, lk = k.shape[1], k.shape[2]
-    q2 = q.reshape(b * h * lq, d).contiguous()  # (B*H*Lq, D): a tile never crosses heads (Lq % BLOCK_M == 0)
-    k2 = k.reshape(b * hk * lk, d).contiguous()
-    v2 = v.reshape(b * hk * lk, d).contiguous()
-    o2 = torch.empty_like(q2)
-    lse = torch.empty((b * h, lq), device=q.device, dtype=torch.float32)
-    half = block_m // 2
-    descs = (_descriptor(q2, [half, d]), _descriptor(k2, [block_n, d]), _descriptor(v2, [block_n, d]),
-             _descriptor(o2, [half, d]))
-    _flash_fwd_gluon_pingpong_kernel[(lq // block_m, b * h)](
-        *descs, lse, h, h // hk, lq, lk, scale * 1.4426950408889634,
+    o2, lse, descs, scalars = flattened_launch(q, k, v, block_m // 2, block_n)  # q/o tiled by half a tile
+    _flash_fwd_gluon_pingpong_kernel[(q.shape[2] // block_m, lse.shape[0])](
+        *descs, lse, *scalars, scale * 1.4426950408889634,
         CAUSAL=causal, STAGES=stages, LOADER_REGS=LOADER_REGISTERS, CONSUMER_REGS=_CONSUMER_REGISTERS,
         num_warps=4, maxnreg=MAX_REGISTERS,
     )
-    return o2.reshape(b, h, lq, d), lse
+    return o2.reshape(q.shape), lse

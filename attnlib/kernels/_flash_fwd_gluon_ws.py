@@ -28,24 +28,26 @@ results (the benchmark's child process checks both on a GPU before timing them);
 
 from __future__ import annotations
 
-import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier
 
 from ._flash_fwd_gluon import (
-    _descriptor,
+    _barrier_ring,
     _epilogue,
     _first_tile,
+    _kv_slots,
     _last_product,
     _load_tile,
+    _mma_layouts,
     _overlapped_step,
     _program_tiles,
     check_gluon_supported,
+    check_runnable,
+    flattened_launch,
 )
-from ._interpreter_compat import interpreting
 
-__all__ = ["flash_fwd_gluon_ws", "GLUON_WS_CONFIGS", "LOADER_REGISTERS", "MAX_REGISTERS"]
+__all__ = ["flash_fwd_gluon_ws", "load_kv_when_free", "GLUON_WS_CONFIGS", "LOADER_REGISTERS", "MAX_REGISTERS"]
 
 # (BLOCK_M, BLOCK_N, num_warps of the consumers, STAGES). With a loader that runs ahead, a third
 # slot of K and V may pay: 128x128 at D=128 bf16 then takes 224 KiB of the 227.
@@ -59,6 +61,14 @@ def _loader(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_re
             n_tiles, STAGES: gl.constexpr, BLOCK_N: gl.constexpr):
     """The worker partition: Q once, then each K and V tile as soon as its slot is free."""
     _load_tile(q_desc, q_row, q_bar, q_smem)
+    load_kv_when_free(k_desc, v_desc, k_smem, v_smem, k_ready, v_ready, k_free, v_free, kv_row, n_tiles, STAGES,
+                      BLOCK_N)
+
+
+@gluon.jit
+def load_kv_when_free(k_desc, v_desc, k_smem, v_smem, k_ready, v_ready, k_free, v_free, kv_row, n_tiles,
+                      STAGES: gl.constexpr, BLOCK_N: gl.constexpr):
+    """Each K and V tile into slot ``t % STAGES`` as soon as the consumers have freed it (the loader's loop)."""
     for t in range(n_tiles):
         slot = t % STAGES
         free_phase = ((t // STAGES) & 1) ^ 1  # the first wait on a fresh barrier passes at once
@@ -102,29 +112,20 @@ def _flash_fwd_gluon_ws_kernel(
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[0]
     BLOCK_D: gl.constexpr = q_desc.block_type.shape[1]
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
-    dtype: gl.constexpr = q_desc.dtype
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                       instr_shape=[16, BLOCK_N, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                       instr_shape=[16, BLOCK_D, 16])
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    layouts: gl.constexpr = _mma_layouts(num_warps, BLOCK_N, BLOCK_D)
+    s_layout: gl.constexpr = layouts[0]
+    o_layout: gl.constexpr = layouts[1]
+    p_layout: gl.constexpr = layouts[2]
 
     start_m, off_bh, q_row, kv_row, DIAG, n_tiles = _program_tiles(H, GROUP, LQ, LK, CAUSAL, BLOCK_M, BLOCK_N)
 
-    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, BLOCK_D], q_desc.layout)
-    k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, BLOCK_D], k_desc.layout)
-    v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, BLOCK_D], v_desc.layout)
-    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    k_free = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_free = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    mbarrier.init(q_bar, count=1)
-    for i in gl.static_range(STAGES):  # one arrival (with the copy's bytes, for the "ready" ones) ends a phase
-        mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(k_free.index(i), count=1)
-        mbarrier.init(v_free.index(i), count=1)
+    q_smem = gl.allocate_shared_memory(q_desc.dtype, [BLOCK_M, BLOCK_D], q_desc.layout)
+    k_smem, v_smem = _kv_slots(k_desc, v_desc, STAGES)
+    q_bar = _barrier_ring(1, 1).index(0)
+    k_ready = _barrier_ring(STAGES, 1)  # a tile has arrived in the slot (the copy's bytes end the phase)
+    v_ready = _barrier_ring(STAGES, 1)
+    k_free = _barrier_ring(STAGES, 1)  # the consumers (one arrival: all their warps) are done with the slot
+    v_free = _barrier_ring(STAGES, 1)
 
     gl.warp_specialize([
         (_consumers, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_free, v_free, o_desc, LSE, q_row, off_bh,
@@ -142,21 +143,11 @@ def flash_fwd_gluon_ws(q, k, v, causal: bool, scale: float, config=GLUON_WS_CONF
     comes on top); Hopper GPUs only (or compiled ahead of time by :mod:`attnlib.kernels.resources`).
     """
     block_m, block_n, num_warps, stages = config
-    if interpreting():
-        raise RuntimeError("the Gluon forward cannot run under TRITON_INTERPRET=1 (Gluon has no CPU interpreter): "
-                           "run it on a Hopper GPU, or compile it with attnlib.kernels.resources")
+    check_runnable()
     check_gluon_supported(q, k, causal, block_m, block_n)
-    b, h, lq, d = q.shape
-    hk, lk = k.shape[1], k.shape[2]
-    q2 = q.reshape(b * h * lq, d).contiguous()  # (B*H*Lq, D): a tile never crosses heads (Lq % BLOCK_M == 0)
-    k2 = k.reshape(b * hk * lk, d).contiguous()
-    v2 = v.reshape(b * hk * lk, d).contiguous()
-    o2 = torch.empty_like(q2)
-    lse = torch.empty((b * h, lq), device=q.device, dtype=torch.float32)
-    descs = (_descriptor(q2, [block_m, d]), _descriptor(k2, [block_n, d]), _descriptor(v2, [block_n, d]),
-             _descriptor(o2, [block_m, d]))
-    _flash_fwd_gluon_ws_kernel[(lq // block_m, b * h)](
-        *descs, lse, h, h // hk, lq, lk, scale * 1.4426950408889634,
+    o2, lse, descs, scalars = flattened_launch(q, k, v, block_m, block_n)
+    _flash_fwd_gluon_ws_kernel[(q.shape[2] // block_m, lse.shape[0])](
+        *descs, lse, *scalars, scale * 1.4426950408889634,
         CAUSAL=causal, STAGES=stages, LOADER_REGS=LOADER_REGISTERS, num_warps=num_warps, maxnreg=MAX_REGISTERS,
     )
-    return o2.reshape(b, h, lq, d), lse
+    return o2.reshape(q.shape), lse
