@@ -56,6 +56,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+from ._flash_fwd_ws import flatten_heads
+from ._flash_fwd_ws import unhandled as whole_tile_problems
 from ._interpreter_compat import interpreting
 
 __all__ = ["flash_fwd_gluon", "check_gluon_supported", "unhandled", "GLUON_CONFIGS"]
@@ -284,17 +286,13 @@ def _flash_fwd_gluon_kernel(
 
 
 def unhandled(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, block_n: int) -> list[str]:
-    """What this kernel does not handle for these inputs and this tile, in words (empty: handled)."""
-    lq, lk, d = q.shape[-2], k.shape[-2], q.shape[-1]
-    problems = []
-    if q.dtype not in (torch.float16, torch.bfloat16):
-        problems.append(f"dtype {q.dtype} (float16 or bfloat16 only)")
-    if d not in (64, 128):
-        problems.append(f"head dim {d} (64 or 128 only)")
+    """What this kernel does not handle for these inputs and this tile, in words (empty: handled): the
+    warp-specialised Triton forward's limits (dtype, head dim, whole tiles) except causal, which is handled
+    with a square tile and ``Lk >= Lq``; and at least one key tile."""
+    lq, lk = q.shape[-2], k.shape[-2]
+    problems = whole_tile_problems(q, k, False, block_m, block_n)
     if lk < block_n:
         problems.append(f"Lk={lk} (at least one whole {block_n}-key tile)")
-    if lq % block_m or lk % block_n:
-        problems.append(f"lengths Lq={lq}, Lk={lk} (must be multiples of the {block_m}x{block_n} tile)")
     if causal and (block_m != block_n or lk < lq):
         problems.append(f"causal with a {block_m}x{block_n} tile and Lq={lq}, Lk={lk} (causal needs a square "
                         "tile and Lk >= Lq)")
@@ -321,16 +319,11 @@ def flattened_launch(q, k, v, q_rows: int, block_n: int):
     q/o are viewed as ``(B*H*Lq, D)`` and k/v as ``(B*Hk*Lk, D)`` (a tile never crosses heads: the lengths
     are whole tiles); the descriptors tile q and o by ``q_rows`` rows, k and v by ``block_n``; ``scalars``
     is ``(H, H // Hk, Lq, Lk)``."""
-    b, h, lq, d = q.shape
-    hk, lk = k.shape[1], k.shape[2]
-    q2 = q.reshape(b * h * lq, d).contiguous()
-    k2 = k.reshape(b * hk * lk, d).contiguous()
-    v2 = v.reshape(b * hk * lk, d).contiguous()
-    o2 = torch.empty_like(q2)
-    lse = torch.empty((b * h, lq), device=q.device, dtype=torch.float32)
+    q2, k2, v2, o2, lse, scalars = flatten_heads(q, k, v)
+    d = q.shape[-1]
     descs = (_descriptor(q2, [q_rows, d]), _descriptor(k2, [block_n, d]), _descriptor(v2, [block_n, d]),
              _descriptor(o2, [q_rows, d]))
-    return o2, lse, descs, (h, h // hk, lq, lk)
+    return o2, lse, descs, scalars
 
 
 def _descriptor(t2: torch.Tensor, block: list[int]) -> TensorDescriptor:

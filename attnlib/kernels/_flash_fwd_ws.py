@@ -27,7 +27,7 @@ import triton.language as tl
 
 from ._flash_fwd import online_softmax_step
 
-__all__ = ["flash_fwd_ws", "check_ws_supported", "unhandled", "WS_CONFIGS"]
+__all__ = ["flash_fwd_ws", "check_ws_supported", "unhandled", "flatten_heads", "WS_CONFIGS"]
 
 # (BLOCK_M, BLOCK_N, num_warps before specialisation, num_stages): the tiles the ladder times. With
 # the producer's extra buffers, 128x128 fits sm_90's 227 KiB of shared memory at two stages, not three.
@@ -114,18 +114,25 @@ def flash_fwd_ws(q, k, v, causal: bool, scale: float, config=WS_CONFIGS[0], warp
     """
     block_m, block_n, num_warps, num_stages = config
     check_ws_supported(q, k, causal, block_m, block_n)
+    q2, k2, v2, o2, lse, scalars = flatten_heads(q, k, v)
+    if q.is_cuda:
+        _ensure_allocator()
+    _flash_fwd_ws_kernel[(q.shape[2] // block_m, lse.shape[0])](
+        q2, k2, v2, o2, lse, *scalars, scale * 1.4426950408889634,
+        BLOCK_D=q.shape[3], BLOCK_M=block_m, BLOCK_N=block_n, WARP_SPECIALIZE=warp_specialize,
+        num_warps=num_warps, num_stages=num_stages,
+    )
+    return o2.reshape(q.shape), lse
+
+
+def flatten_heads(q, k, v):
+    """``(q2, k2, v2, o2, lse, (H, H // Hk, Lq, Lk))``: q/o as ``(B*H*Lq, D)``, k/v as ``(B*Hk*Lk, D)``
+    (contiguous; with lengths that are whole tiles no tile crosses from one head into the next), and the
+    base-2 log-sum-exp ``(B*H, Lq)`` float32 to fill. Shared by the kernels that load 2-D tiles."""
     b, h, lq, d = q.shape
     hk, lk = k.shape[1], k.shape[2]
     q2 = q.reshape(b * h * lq, d).contiguous()
     k2 = k.reshape(b * hk * lk, d).contiguous()
     v2 = v.reshape(b * hk * lk, d).contiguous()
-    o2 = torch.empty_like(q2)
     lse = torch.empty((b * h, lq), device=q.device, dtype=torch.float32)
-    if q.is_cuda:
-        _ensure_allocator()
-    _flash_fwd_ws_kernel[(lq // block_m, b * h)](
-        q2, k2, v2, o2, lse, h, h // hk, lq, lk, scale * 1.4426950408889634,
-        BLOCK_D=d, BLOCK_M=block_m, BLOCK_N=block_n, WARP_SPECIALIZE=warp_specialize,
-        num_warps=num_warps, num_stages=num_stages,
-    )
-    return o2.reshape(b, h, lq, d), lse
+    return q2, k2, v2, torch.empty_like(q2), lse, (h, h // hk, lq, lk)
