@@ -28,6 +28,57 @@ def test_entry_point_without_cuda_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_flash_run_stopped_by_its_time_limit_leaves_what_it_measured(tmp_path, monkeypatch):
+    """The flash suite writes its JSON after every phase: killed during the grid (``timeout`` in
+    tools/gpu_check.sh), the file holds the check, the canary's verdicts, the ladder, the backward and
+    every shape timed so far, marked incomplete. (Every phase stands in here: the real ones need CUDA.)"""
+    import json
+
+    from attnlib.bench import canary, env, flash
+
+    class Stopped(BaseException):  # what SIGTERM is to the suite: nothing catches it
+        pass
+
+    timed = []
+
+    def time_shape(shape, impls, **kwargs):
+        if len(timed) == 2:
+            raise Stopped
+        timed.append(shape)
+        return [{"impl": i, "mode": "fwd", "tflops": 1.0 + len(timed), "rel_error_vs_sdpa_cudnn": 1e-3,
+                 **{k: shape[k] for k in ("seq_len", "head_dim", "causal")}} for i in impls]
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(env, "machine_info", lambda: {"gpu": "stand-in"})
+    monkeypatch.setattr(flash, "check_correctness", lambda: [{"passed": True}])
+    monkeypatch.setattr(flash, "_tma_on", lambda: True)
+    budgets = []
+    verdicts = {"gluon 128x128/8/2": None}
+    monkeypatch.setattr(canary, "run_in_child", lambda budget_s: budgets.append(budget_s) or verdicts)
+    monkeypatch.setattr(flash, "time_ladder", lambda *a, **k: [{"step": "TMA", "seq_len": 4096, "head_dim": 128,
+                                                               "causal": False, "tflops": 500.0}])
+    backward = [{"part": "dK/dV", "config": "autotuned", "seq_len": 4096, "head_dim": 128, "causal": False,
+                 "ms": 2.5, "tflops": 400.0}]
+    monkeypatch.setattr(flash, "time_backward", lambda *a, **k: backward)
+    monkeypatch.setattr(flash, "time_shape", time_shape)
+    monkeypatch.setenv("ATTNLIB_BENCH_FLASH_BUDGET_S", "100")
+    with pytest.raises(Stopped):
+        main(["--suite", "flash", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "flash.json").read_text())
+    assert saved["complete"] is False and saved["machine"] == {"gpu": "stand-in"} and budgets == [40.0]
+    assert saved["kernel_correct"] and saved["experimental_kernels"] == verdicts
+    assert saved["ladder"][0]["tflops"] == 500.0 and saved["backward"] == backward
+    assert len(saved["rows"]) == 2 * len(flash.IMPLS) + 2  # two shapes (with the portable kernel's rows)
+    assert {r["seq_len"] for r in saved["ratios"]} == {timed[0]["seq_len"], timed[1]["seq_len"]}
+
+    timed.clear()
+    first_two = flash.grid()[:2]
+    monkeypatch.setattr(flash, "grid", lambda quick: first_two)  # a run that ends: complete
+    assert main(["--suite", "flash", "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "flash.json").read_text())
+    assert saved["complete"] is True and saved["forward_kernel"] == "tma" and len(saved["rows"]) == 10
+
+
 def test_tflops_and_grid():
     assert tflops(2e12, 1000.0) == pytest.approx(2.0)
     # 4*B*H*N*N*D / 2 for causal, 1 ms
@@ -272,10 +323,43 @@ def test_backward_breakdown_times_the_experimental_dkdv_where_it_applies():
             assert r["error"] is None and r["rel_error_vs_sdpa_flash"] < 1e-2, r
 
 
+def _fake_children(monkeypatch, behaviour, events=None):
+    """Stand in for the canary's child processes: ``behaviour(code) -> (returncode or None for a hang, stdout,
+    stderr)``; ``events`` records each start and wait, and each child's environment."""
+    import subprocess
+
+    class Child:
+        def __init__(self, args, stdout, stderr, text, env):
+            self.code, self.returncode = args[-1], None
+            code, out, err = behaviour(self.code)
+            stdout.write(out)
+            stderr.write(err)
+            self.exit_code = code
+            if events is not None:
+                events.append(("start", env.get("ATTNLIB_FLASH_AUTOTUNE")))
+
+        def wait(self, timeout=None):
+            if events is not None:
+                events.append(("wait", timeout))
+            if self.exit_code is None and self.returncode is None:
+                raise subprocess.TimeoutExpired(cmd="python", timeout=timeout)
+            return self.returncode
+
+        def kill(self):
+            self.returncode = -9
+
+    def popen(args, **kwargs):
+        child = Child(args, **kwargs)
+        if child.exit_code is not None:
+            child.returncode = child.exit_code
+        return child
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+
+
 def test_experimental_kernels_are_gated_by_a_child_process(monkeypatch):
     """A hang or an abort of an experimental kernel must cost a child process, not the benchmark's results."""
     import json
-    import subprocess
 
     from attnlib.bench import canary
 
@@ -284,28 +368,29 @@ def test_experimental_kernels_are_gated_by_a_child_process(monkeypatch):
                     "gluon 128x128/8/2", "gluon 128x64/8/3", "gluon-ws 128x128/8/2", "gluon-ws 128x128/8/3",
                     "gluon-pingpong 128x128/8/2"]
 
-    def hang(*args, **kwargs):
-        raise subprocess.TimeoutExpired(cmd="python", timeout=kwargs.get("timeout"))
-
-    monkeypatch.setattr(subprocess, "run", hang)
+    events = []
+    _fake_children(monkeypatch, lambda code: (None, "", ""), events)
     monkeypatch.setattr(canary, "_OUTCOME", {})
     outcome = canary.run_in_child(timeout_s=1)
     assert set(outcome) == set(keys) and all("did not finish in 1 s" in why for why in outcome.values())
     with pytest.raises(RuntimeError, match="not run in the benchmark's process: the child process did not finish"):
         canary.gate("dkdv-ws", (64, 128, 4, 2), True)
+    # the children run side by side (all started before the first wait), their references untuned
+    n = len(canary.GROUPS)
+    assert [e[0] for e in events[:n]] == ["start"] * n and {e[0] for e in events[n:]} == {"wait"}
+    assert all(e[1] == "0" for e in events if e[0] == "start")
+    assert all(e[1] is None or 0 <= e[1] <= 1 for e in events if e[0] == "wait")  # (None: reaping a killed child)
 
-    class Aborted:
-        returncode, stdout, stderr = -6, "", "Assertion `false' failed."
+    # no child outlives the flash suite's share of its budget, whatever the group's own limit
+    outcome = canary.run_in_child(budget_s=2)
+    assert all("did not finish in 2 s" in why for why in outcome.values())
 
-    monkeypatch.setattr(subprocess, "run", lambda *a, **k: Aborted())
+    _fake_children(monkeypatch, lambda code: (-6, "", "Assertion `false' failed."))
     outcome = canary.run_in_child()
     assert all("exited with status -6" in why and "Assertion" in why for why in outcome.values())
 
-    class Ran:
-        returncode, stderr = 0, ""
-        stdout = "compiling...\n" + json.dumps({keys[0]: None, keys[1]: "relative error 0.5"})
-
-    monkeypatch.setattr(subprocess, "run", lambda *a, **k: Ran())
+    ran = "compiling...\n" + json.dumps({keys[0]: None, keys[1]: "relative error 0.5"})
+    _fake_children(monkeypatch, lambda code: (0, ran, ""))
     outcome = canary.run_in_child()
     assert outcome[keys[0]] is None and "0.5" in outcome[keys[1]] and outcome[keys[2]] == "not run by the child process"
     canary.gate("ws", (128, 64, 4, 3), True)  # passed: no error
@@ -315,13 +400,12 @@ def test_experimental_kernels_are_gated_by_a_child_process(monkeypatch):
     canary.gate("ws", (128, 128, 4, 2), True)  # never tried (the interpreter): allowed
 
     # Each group has a child of its own: a Gluon kernel that hangs costs only the Gluon rows.
-    def gluon_hangs(args, **kwargs):
-        if "gluon" in args[-1]:  # the child names each case before it runs it: the last one hung
-            raise subprocess.TimeoutExpired(cmd="python", timeout=kwargs.get("timeout"),
-                                            stderr=b"compiling\n[canary] gluon (128, 128, 8, 2): x causal\n")
-        return Ran()
+    def gluon_hangs(code):
+        if "gluon" in code:  # the child names each case before it runs it: the last one hung
+            return None, "", "compiling\n[canary] gluon (128, 128, 8, 2): x causal\n"
+        return 0, ran, ""
 
-    monkeypatch.setattr(subprocess, "run", gluon_hangs)
+    _fake_children(monkeypatch, gluon_hangs)
     outcome = canary.run_in_child(timeout_s=2)
     assert outcome[keys[0]] is None and "0.5" in outcome[keys[1]]
     gluon = [outcome[k] for k in keys if k.startswith("gluon")]

@@ -3,7 +3,9 @@
 Each suite is a module ``attnlib.bench.<suite>`` with ``run(quick=False) -> dict``.
 For each suite this writes ``DIR/<suite>.json`` (the suite's results plus
 :func:`attnlib.bench.env.machine_info`: GPU, driver, versions, date) and
-``DIR/<suite>.png``. Without CUDA it says so and exits 0, writing nothing: CPU timings
+``DIR/<suite>.png``; a suite whose ``run`` takes ``checkpoint`` (flash) has its JSON written after
+each phase too, ``"complete": false`` until it ends, so that a time limit costs only what was left.
+Without CUDA it says so and exits 0, writing nothing: CPU timings
 of GPU kernels (or of Triton's interpreter) would be meaningless numbers.
 Copy the JSON files into ``attnlib/bench/results/`` to ship them with the package.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import sys
 import time
@@ -48,16 +51,23 @@ def main(argv=None) -> int:
     for suite in suites:
         start = time.perf_counter()
         print(f"[attnlib.bench] {suite}: running{' (quick)' if args.quick else ''} ...", flush=True)
+        json_path = args.out / f"{suite}.json"
+        machine = machine_info()
+
+        def write(results, suite=suite, json_path=json_path, machine=machine):
+            json_path.write_text(json.dumps({"suite": suite, **results, "machine": machine}, indent=1, default=str))
+
         try:
             module = importlib.import_module(f"attnlib.bench.{suite}")
-            results = module.run(quick=args.quick)
+            # a suite that saves as it goes (flash) leaves what it measured if a time limit stops it
+            saves = "checkpoint" in inspect.signature(module.run).parameters
+            results = module.run(quick=args.quick, **({"checkpoint": write} if saves else {}))
         except Exception:  # noqa: BLE001 - one broken suite must not lose the others' results
             failures += 1
             print(f"[attnlib.bench] {suite} FAILED:\n{traceback.format_exc()}", flush=True)
             continue
-        results = {"suite": suite, **results, "machine": machine_info()}
-        json_path = args.out / f"{suite}.json"
-        json_path.write_text(json.dumps(results, indent=1, default=str))
+        write(results)
+        results = {"suite": suite, **results, "machine": machine}
         try:
             plot_suite(suite, results, args.out / f"{suite}.png")
         except Exception:  # noqa: BLE001 - the JSON is what matters; report the plot's failure

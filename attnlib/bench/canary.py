@@ -16,8 +16,11 @@ its log-sum-exp), not one.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
+import time
 
 import torch
 
@@ -54,7 +57,7 @@ def gate(kind: str, config, warp_specialize: bool) -> None:
 
 # Each group runs in a child of its own, with its own time limit in seconds: a hang of one Gluon kernel
 # (a barrier waited on with the wrong phase never completes) must not cost the other kernels their
-# measurements. Gluon compiles in seconds: a hang costs the flash suite 60 s, not 180.
+# measurements. The children run side by side: a hang costs the flash suite its child's limit, no more.
 GROUPS = ((("ws", "dkdv-ws"), 180), (("gluon",), 60), (("gluon-ws",), 60), (("gluon-pingpong",), 60))
 
 
@@ -168,30 +171,55 @@ def gluon_verdict(by_case: dict, tol: float):
     return text
 
 
-def run_in_child(timeout_s: float | None = None) -> dict:
-    """Run :func:`child` in a child Python per group of :data:`GROUPS`, each with its time limit (or
-    ``timeout_s``); remember (and return) which experimental kernels may run."""
+def run_in_child(timeout_s: float | None = None, budget_s: float | None = None) -> dict:
+    """Run :func:`child` in a child Python per group of :data:`GROUPS`, all side by side, each with its time
+    limit (or ``timeout_s``) and none longer than ``budget_s``; remember (and return) which experimental
+    kernels may run.
+
+    The children only check results, so they may share the GPU (a kernel that hangs in one leaves the others
+    their time slices) and the CPU (each compiles its own kernels): the whole check takes as long as its
+    slowest child, not the sum. Their references run one configuration each (``ATTNLIB_FLASH_AUTOTUNE=0``):
+    a tuning run per new shape would cost a child its time limit and teach nothing about correctness.
+    """
     kernels = experimental_kernels()
-    result = {}
+    env = {**os.environ, "ATTNLIB_FLASH_AUTOTUNE": "0"}
+    children = []
     for kinds, limit in GROUPS:
-        timeout_s_here = limit if timeout_s is None else timeout_s
+        limit = limit if timeout_s is None else timeout_s
+        limit = limit if budget_s is None else min(limit, budget_s)
         keys = [key(*kernel) for kernel in kernels if kernel[0] in kinds]
+        if not keys:
+            continue
         code = f"import json; from attnlib.bench.canary import child; print(json.dumps(child(kinds={kinds!r})))"
+        stdout, stderr = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")  # no pipe to fill and block
+        process = subprocess.Popen([sys.executable, "-c", code], stdout=stdout, stderr=stderr, text=True, env=env)
+        children.append((keys, limit, process, stdout, stderr))
+    started = time.monotonic()
+    result = {}
+    for keys, limit, process, stdout, stderr in children:
         try:
-            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                  timeout=timeout_s_here)
-            lines = done.stdout.strip().splitlines()
-            if done.returncode == 0 and lines:
-                found = json.loads(lines[-1])
-                result.update({k: found[k] for k in keys if k in found})
-            else:
-                reason = f"the child process exited with status {done.returncode}: {done.stderr.strip()[-200:]}"
-                result.update({k: reason for k in keys})
-        except subprocess.TimeoutExpired as e:
-            last = (e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr or "").strip()
-            last = last.splitlines()[-1][:200] if last else "nothing"
-            result.update({k: f"the child process did not finish in {timeout_s_here:.0f} s (a hang?); "
-                              f"its last line: {last}" for k in keys})
+            process.wait(timeout=max(0.0, started + limit - time.monotonic()))
+            finished = True
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            finished = False
+        stdout.seek(0)
+        stderr.seek(0)
+        out, err = stdout.read().strip(), stderr.read().strip()
+        stdout.close()
+        stderr.close()
+        lines = out.splitlines()
+        if not finished:
+            last = err.splitlines()[-1][:200] if err else "nothing"
+            result.update({k: f"the child process did not finish in {limit:.0f} s (a hang?); its last line: {last}"
+                           for k in keys})
+        elif process.returncode == 0 and lines:
+            found = json.loads(lines[-1])
+            result.update({k: found[k] for k in keys if k in found})
+        else:
+            reason = f"the child process exited with status {process.returncode}: {err[-200:]}"
+            result.update({k: reason for k in keys})
     _OUTCOME.clear()
     _OUTCOME.update({key(*kernel): result.get(key(*kernel), "not run by the child process") for kernel in kernels})
     return dict(_OUTCOME)

@@ -475,8 +475,14 @@ def ratios(rows: list[dict]) -> list[dict]:
     return out
 
 
-def run(quick: bool = False) -> dict:
-    """Check, then time, the grid; return JSON-able results (needs CUDA)."""
+def run(quick: bool = False, checkpoint=None) -> dict:
+    """Check, then time, the grid; return JSON-able results (needs CUDA).
+
+    ``checkpoint(results)``, if given, is called with the results so far after each phase (correctness,
+    experimental kernels, ladder, backward, each grid shape), ``results["complete"]`` False until the end:
+    a run stopped by a time limit still leaves what it measured (``python -m attnlib.bench`` writes each
+    checkpoint to the suite's JSON file).
+    """
     if not torch.cuda.is_available():
         raise RuntimeError("the flash benchmark needs a CUDA GPU")
     budget_s = float(os.environ.get("ATTNLIB_BENCH_FLASH_BUDGET_S", "120" if quick else "220"))
@@ -484,45 +490,68 @@ def run(quick: bool = False) -> dict:
     start = time.perf_counter()
     from ..kernels import flash as flash_module
 
+    results = {
+        "suite": "flash",
+        "dtype": "bfloat16",
+        "quick": quick,
+        "complete": False,
+        "flops": "forward 4*B*H*N*N*D (halved when causal); forward+backward 3.5x forward",
+        "timing": f"triton.testing.do_bench median, warmup {warmup} ms, rep {rep} ms",
+    }
+
+    def save(**phase):
+        results.update(phase, elapsed_s=time.perf_counter() - start)
+        if checkpoint is not None:
+            checkpoint(dict(results))
+
     correctness = check_correctness()
     correct = all(c["passed"] for c in correctness)
-    probe = torch.empty(1, 1, 1, 128, device="cuda", dtype=torch.bfloat16)
-    if not correct and flash_module._tma_available(probe) and flash_module._TMA_FAILURE is None:
+    if not correct and _tma_on():
         # the TMA forward compiled but failed the check: record that, and check the portable kernel instead
         flash_module._TMA_FAILURE = "compiled, but failed the correctness check (see 'correctness')"
         correctness += [{**c, "kernel": "portable"} for c in check_correctness()]
         correct = all(c["passed"] for c in correctness if c.get("kernel") == "portable")
-    tma = flash_module._tma_available(probe) and flash_module._TMA_FAILURE is None
+    tma = _tma_on()
     impls = (IMPLS + ("attnlib_flash_portable",) if tma else IMPLS) if correct else IMPLS[1:]
-    # The experimental kernels run once in a child process first: a hang or an abort costs the child only.
-    tried = canary.run_in_child() if correct else {}
+    save(kernel_correct=correct, forward_kernel="tma" if tma else "portable", tma_failure=flash_module._TMA_FAILURE,
+         correctness=correctness)
+    # The experimental kernels run once in child processes first (side by side, at most 40% of the budget):
+    # a hang or an abort costs a child only.
+    tried = canary.run_in_child(budget_s=0.4 * budget_s) if correct else {}
     print("[attnlib.bench] experimental kernels in a child process:", tried or "not tried", flush=True)
+    save(experimental_kernels=tried)
     # First the ladder (a few seconds): how each step of the forward moves it, at the target's shapes, and at
     # N=1024, where the first run's grid had the TMA kernel at 0.76x the portable one (a row to re-measure).
     ladder = time_ladder((4096,) if quick else (4096, 16384, 1024), warmup=warmup, rep=rep) if correct else []
+    for line in ladder_lines(ladder):
+        print("[attnlib.bench] ladder", line, flush=True)
+    save(ladder=ladder)
     # Then the backward kernel by kernel and tile by tile (a few seconds): where forward+backward's time goes.
     backward = time_backward((4096,), warmup=warmup, rep=rep) if correct else []
+    save(backward=backward)
     rows, skipped = [], []
     for shape in grid(quick):
         if time.perf_counter() - start > budget_s:
             skipped.append({**shape, "reason": f"time budget of {budget_s:.0f} s spent"})
             continue
         rows.extend(time_shape(shape, impls, warmup=warmup, rep=rep))
-    tuned = autotuned_configs()
-    shape_errors = [v for r in rows if r["impl"] == "attnlib_flash" for k, v in r.items()
-                    if k.startswith("rel_error_vs_") and v is not None]
+        save(**_grid_summary(rows), skipped=skipped)
     return {
         "suite": "flash",
         "dtype": "bfloat16",
         "quick": quick,
-        "flops": "forward 4*B*H*N*N*D (halved when causal); forward+backward 3.5x forward",
-        "timing": f"triton.testing.do_bench median, warmup {warmup} ms, rep {rep} ms",
+        "complete": True,
+        "flops": results["flops"],
+        "timing": results["timing"],
         "kernel_correct": correct,
-        "forward_kernel": "tma" if tma and flash_module._TMA_FAILURE is None else "portable",
+        # (the TMA kernel may have been switched off since the check: a launch that failed falls back)
+        "forward_kernel": "tma" if _tma_on() else "portable",
         "tma_failure": flash_module._TMA_FAILURE,
         # the forward output at every timed shape against each SDPA backend's, relative error in norm
-        "max_rel_error_vs_sdpa": max(shape_errors) if shape_errors else None,
+        "max_rel_error_vs_sdpa": _max_error(rows),
         "correctness": correctness,
+        # None (ran in a child process and matched) or why not, per experimental kernel (canary.key)
+        "experimental_kernels": tried,
         "rows": rows,
         "ratios": ratios(rows),
         # the forward step by step (LADDER) against SDPA, D=128: TFLOP/s and error vs SDPA-cuDNN
@@ -531,6 +560,27 @@ def run(quick: bool = False) -> dict:
         "backward": backward,
         "skipped": skipped,
         # what each kernel's autotuner chose, per (LQ, LK, BLOCK_D, CAUSAL[, GROUP], dtypes...) key
-        "autotuned_configs": tuned,
+        "autotuned_configs": autotuned_configs(),
         "elapsed_s": time.perf_counter() - start,
     }
+
+
+def _tma_on() -> bool:
+    """Whether flash_attention's default forward is the TMA kernel here (this GPU has it, and it is not off)."""
+    from ..kernels import flash as flash_module
+
+    probe = torch.empty(1, 1, 1, 128, device="cuda", dtype=torch.bfloat16)
+    return flash_module._tma_available(probe) and flash_module._TMA_FAILURE is None
+
+
+def _grid_summary(rows: list[dict]) -> dict:
+    """The grid's keys of the results so far (for a checkpoint)."""
+    return {"max_rel_error_vs_sdpa": _max_error(rows), "rows": rows, "ratios": ratios(rows),
+            "autotuned_configs": autotuned_configs()}
+
+
+def _max_error(rows: list[dict]):
+    """The largest relative error of attnlib's output against any SDPA backend's over ``rows`` (None if none)."""
+    errors = [v for r in rows if r["impl"] == "attnlib_flash" for k, v in r.items()
+              if k.startswith("rel_error_vs_") and v is not None]
+    return max(errors) if errors else None
