@@ -253,6 +253,59 @@ def test_ladder_times_the_warp_specialised_step_where_it_applies():
     assert ws[True]["tflops"] is None and "causal=True" in ws[True]["error"]
 
 
+def test_an_experimental_forward_joins_the_grid_only_if_it_beat_the_default_everywhere():
+    from attnlib.bench.flash import best_experimental
+
+    default = "TMA, autotuned (the default on Hopper)"
+    gluon = "Gluon: softmax during PV 128x128, 8 warps, 2 st"
+    loader = "Gluon + loader warp 128x128, 8+1 warps, 2 st."
+
+    def row(step, n, tflops, causal=False, **extra):
+        return {"step": step, "seq_len": n, "head_dim": 128, "causal": causal, "tflops": tflops, **extra}
+
+    base = [row(default, 4096, 500.0), row(default, 16384, 520.0)]
+    assert best_experimental(base) is None
+    assert best_experimental(base + [row(gluon, 4096, 600.0), row(gluon, 16384, 510.0)]) is None  # slower at 16k
+    assert best_experimental(base + [row(gluon, 4096, 600.0)]) is None  # did not run at 16k
+    assert best_experimental(base + [row(gluon, 4096, 600.0, causal=True), row(gluon, 16384, 600.0)]) is None
+    # faster at both: the largest smallest margin wins (1.077 over 1.058, though the other's best margin is larger)
+    ladder = base + [row(gluon, 4096, 560.0), row(gluon, 16384, 560.0), row(loader, 4096, 600.0),
+                     row(loader, 16384, 550.0)]
+    assert best_experimental(ladder) == (gluon, "gluon", (128, 128, 8, 2))
+    wrong = [{**r, "rel_error_vs_sdpa_cudnn": 0.5} if r["step"] == gluon and r["seq_len"] == 4096 else r
+             for r in ladder]  # an output that disagrees with SDPA's: never timed in the grid
+    assert best_experimental(wrong) == (loader, "gluon-ws", (128, 128, 8, 2))
+    assert best_experimental([{**r, "tflops": None} if r["step"] == default else r for r in ladder]) is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real grid in tools/gpu_check.sh")
+def test_the_grid_times_an_experimental_forward_with_attnlibs_backward():
+    """The experimental forward (here the warp-specialised one, which the interpreter runs) in the grid: timed
+    forward and forward+backward, compared with SDPA, its gradients attnlib's; shapes it refuses recorded."""
+    pytest.importorskip("triton")
+    from attnlib.bench.flash import EXPERIMENTAL, _impl, ratios, time_shape
+
+    choice = ("warp-specialized 16x16", "ws", (16, 16, 4, 2))
+    shape = {"batch": 1, "heads": 2, "seq_len": 32, "head_dim": 64, "causal": False}
+    rows = time_shape(shape, ("attnlib_flash", "sdpa_flash", EXPERIMENTAL), device="cpu", dtype=torch.float16,
+                      timer=cpu_timer, experimental=choice)
+    timed = {r["mode"]: r for r in rows if r["impl"] == EXPERIMENTAL}
+    assert set(timed) == {"fwd", "fwd_bwd"} and all(r["error"] is None and r["tflops"] > 0 for r in timed.values())
+    assert timed["fwd"]["rel_error_vs_sdpa_flash"] < 1e-2
+    assert ratios(rows)[0]["experimental_vs_sdpa_flash"] > 0
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 2, 32, 64, generator=gen, dtype=torch.float16).requires_grad_() for _ in range(3))
+    do = torch.randn(1, 2, 32, 64, generator=gen, dtype=torch.float16)
+    grads = torch.autograd.grad(_impl(EXPERIMENTAL, choice)[0](q, k, v, False), (q, k, v), do)
+    leaves = [x.detach().float().requires_grad_() for x in (q, k, v)]
+    ref = torch.autograd.grad(torch.nn.functional.scaled_dot_product_attention(*leaves), leaves, do.float())
+    for got, want in zip(grads, ref):
+        assert ((got.float() - want).norm() / want.norm()) < 1e-2
+    refused = time_shape({**shape, "causal": True}, (EXPERIMENTAL,), device="cpu", dtype=torch.float16,
+                         timer=cpu_timer, experimental=choice)
+    assert len(refused) == 2 and all(r["tflops"] is None and "causal=True" in r["error"] for r in refused)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real breakdown in tools/gpu_check.sh")
 def test_backward_breakdown_runs_in_the_interpreter():
     """Each backward kernel with each candidate tile computes SDPA's gradients; shares add up; refusals recorded."""

@@ -90,17 +90,20 @@ def _print_flash_summary(results: dict) -> None:
     print(f"kernel correct: {results.get('kernel_correct')}; largest relative error against SDPA at the "
           f"timed shapes: {results.get('max_rel_error_vs_sdpa')}; skipped shapes: {len(results.get('skipped', []))}")
     tf = {(r["impl"], r["head_dim"], r["seq_len"], r["causal"], r["mode"]): r["tflops"] for r in results["rows"]}
+    if results.get("experimental_in_grid"):
+        print(f"experimental forward in the grid ('exper' below): {results['experimental_in_grid'][0]}")
     print(f"{'D':>4} {'N':>6} {'causal':>6} {'mode':>8} {'ours':>7} {'cudnn':>7} {'flash':>7} {'effic':>7}"
-          f" {'/cudnn':>7} {'/flash':>7} {'portbl':>7}")
+          f" {'/cudnn':>7} {'/flash':>7} {'portbl':>7} {'exper':>7} {'/cudnn':>7}")
     for r in results["ratios"]:
         key = (r["head_dim"], r["seq_len"], r["causal"], r["mode"])
-        vals = [tf.get((impl, *key)) for impl in ("attnlib_flash", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient",
-                                                  "attnlib_flash_portable")]
-        portable = vals.pop()
+        vals = [tf.get((impl, *key)) for impl in ("attnlib_flash", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient")]
         cells = " ".join(f"{v:7.1f}" if v else f"{'-':>7}" for v in vals)
-        rat = " ".join(f"{r[k]:7.2f}" if r[k] else f"{'-':>7}" for k in ("vs_sdpa_cudnn", "vs_sdpa_flash"))
+        rat = " ".join(f"{r[k]:7.2f}" if r.get(k) else f"{'-':>7}" for k in ("vs_sdpa_cudnn", "vs_sdpa_flash"))
+        extra = [tf.get(("attnlib_flash_portable", *key)), tf.get(("attnlib_flash_experimental", *key)),
+                 r.get("experimental_vs_sdpa_cudnn")]
         print(f"{key[0]:>4} {key[1]:>6} {str(key[2]):>6} {key[3]:>8} {cells} {rat} "
-              + (f"{portable:7.1f}" if portable else f"{'-':>7}"))
+              + " ".join(f"{v:7.2f}" if i == 2 and v else f"{v:7.1f}" if v else f"{'-':>7}"
+                         for i, v in enumerate(extra)))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ kernel, 128x128 tiles, autotuning, each with and without tensor descriptors; til
 twice on one SM; the experimental warp-specialised and Gluon kernels) at head dim
 128, N = 4k, 16k and 1k, against SDPA's cuDNN and flash backends (:func:`time_ladder`), and the
 backward kernel by kernel, each with every tile its autotuner chooses from, against SDPA's
-backward alone (:func:`time_backward`).
+backward alone (:func:`time_backward`). An experimental forward that beat attnlib's default one in
+the ladder at 4k and 16k (:func:`best_experimental`) is timed over the whole grid as well, as
+``attnlib_flash_experimental`` (with attnlib's backward), where it handles the shape.
 
 ``run(quick=True)`` measures a smaller grid with shorter repetitions.
 """
@@ -40,8 +42,8 @@ from .flops import attention_flops
 from .timing import attention_tflops, bench_ms
 
 __all__ = ["run", "grid", "check_correctness", "time_shape", "time_ladder", "ladder_lines", "time_backward",
-           "backward_candidates", "backward_lines", "ratios", "autotuned_configs", "IMPLS", "LADDER",
-           "BACKWARD_PRODUCTS"]
+           "backward_candidates", "backward_lines", "ratios", "autotuned_configs", "best_experimental", "IMPLS",
+           "LADDER", "EXPERIMENTAL", "BACKWARD_PRODUCTS"]
 
 TOKENS = 16384
 MODEL_DIM = 2048
@@ -63,8 +65,17 @@ def grid(quick: bool = False) -> list[dict]:
     return shapes
 
 
-def _impl(name: str):
-    """``(attend(q, k, v, causal), context)``: SDPA runs inside ``sdpa_kernel(backend)`` pinned for the timing."""
+def _impl(name: str, experimental=None):
+    """``(attend(q, k, v, causal), context)``: SDPA runs inside ``sdpa_kernel(backend)`` pinned for the timing;
+    :data:`EXPERIMENTAL` is the ``experimental=(step name, kind, config)`` forward with attnlib's backward."""
+    if name == EXPERIMENTAL:
+        _, kind, config = experimental
+
+        def attend_experimental(q, k, v, causal):
+            forward = _experimental_forward(kind, config, q, k, causal)
+            return _WithAttnlibBackward.apply(q, k, v, causal, partial(forward, config=config))
+
+        return attend_experimental, contextlib.nullcontext()
     if name in OURS:
         from ..kernels import flash_attention
 
@@ -130,15 +141,16 @@ def check_correctness(device="cuda", dtype=torch.bfloat16, head_dims=(64, 128),
 
 
 def time_shape(shape: dict, impls=IMPLS, *, warmup: int = 25, rep: int = 100, device="cuda",
-               dtype=torch.bfloat16, timer=bench_ms) -> list[dict]:
-    """Rows of ms and TFLOP/s, forward and forward+backward, for each implementation at one shape."""
-    rows = _measure(shape, impls, warmup, rep, device, dtype, timer)
+               dtype=torch.bfloat16, timer=bench_ms, experimental=None) -> list[dict]:
+    """Rows of ms and TFLOP/s, forward and forward+backward, for each implementation at one shape
+    (``experimental``: the ``(step name, kind, config)`` that :data:`EXPERIMENTAL` in ``impls`` runs)."""
+    rows = _measure(shape, impls, warmup, rep, device, dtype, timer, experimental)
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()  # this shape's tensors are gone: give their memory back before the next
     return rows
 
 
-def _measure(shape, impls, warmup, rep, device, dtype, timer) -> list[dict]:
+def _measure(shape, impls, warmup, rep, device, dtype, timer, experimental=None) -> list[dict]:
     b, h, n, d, causal = shape["batch"], shape["heads"], shape["seq_len"], shape["head_dim"], shape["causal"]
     gen = torch.Generator(device=device).manual_seed(n + d)
     q, k, v = (torch.randn(b, h, n, d, device=device, dtype=dtype, generator=gen).requires_grad_()
@@ -146,7 +158,7 @@ def _measure(shape, impls, warmup, rep, device, dtype, timer) -> list[dict]:
     dout = torch.randn(b, h, n, d, device=device, dtype=dtype, generator=gen)
     rows, outputs = [], {}
     for name in impls:
-        attend, pinned = _impl(name)
+        attend, pinned = _impl(name, experimental)
         row_base = {"impl": name, **shape}
 
         def fwd_bwd():
@@ -168,7 +180,7 @@ def _measure(shape, impls, warmup, rep, device, dtype, timer) -> list[dict]:
         for mode, ms in (("fwd", fwd_ms), ("fwd_bwd", fb_ms)):
             rows.append({**row_base, "mode": mode, "ms": ms,
                          "tflops": attention_tflops(ms, b, h, n, n, d, causal=causal, mode=mode), "error": None})
-    for ours in (o for o in OURS if o in outputs):
+    for ours in (o for o in (*OURS, EXPERIMENTAL) if o in outputs):
         for name in ("sdpa_cudnn", "sdpa_flash", "sdpa_efficient"):
             if name in outputs:  # the timed kernel computes the same function as SDPA at this very shape
                 err = _rel(outputs[ours], outputs[name])
@@ -274,29 +286,81 @@ def _wrong(row: dict) -> str:
 
 def _ladder_step(kernel: str, config, q, k, v, causal: bool):
     """The forward of one ladder step as a callable returning the output."""
-    from ..kernels import _flash_fwd_ws, flash
+    from ..kernels import flash
 
     scale = q.shape[-1] ** -0.5
 
     def step():
         if kernel == "tma" and flash._TMA_FAILURE is not None:  # failed to compile or the check: not timed
             raise RuntimeError(f"the TMA kernel is off: {flash._TMA_FAILURE[:150]}")
-        if kernel == "ws":  # causal, lengths off the tiles, or failed in the canary: recorded as not run, with why
-            _flash_fwd_ws.check_ws_supported(q, k, causal, config[0], config[1])
-            canary.gate("ws", config, True)
-            forward = _flash_fwd_ws.flash_fwd_ws
-        elif kernel.startswith("gluon"):  # the same, for the Gluon kernels (imported here: Hopper only)
-            from ..kernels import _flash_fwd_gluon
-            from ..kernels.resources import gluon_forwards
-
-            _flash_fwd_gluon.check_gluon_supported(q, k, causal, config[0], config[1])
-            canary.gate(kernel, config, False)
-            forward = gluon_forwards()[kernel][0]
+        if kernel in EXPERIMENTAL_KINDS:
+            forward = _experimental_forward(kernel, config, q, k, causal)
         else:
             forward = {"tma": flash._forward_tma, "portable": flash._forward_portable}[kernel]
         return forward(q, k, v, causal, scale, config)[0]
 
     return step
+
+
+EXPERIMENTAL_KINDS = ("ws", "gluon", "gluon-ws", "gluon-pingpong")  # the forwards flash_attention does not use
+
+
+def _experimental_forward(kind: str, config, q, k, causal: bool):
+    """The experimental forward of ``kind`` (``(q, k, v, causal, scale, config) -> (o, lse2)``), or an error
+    saying why it does not run here: a shape it does not handle (causal, lengths off its tiles), or a
+    failure in the canary's child process."""
+    if kind == "ws":
+        from ..kernels import _flash_fwd_ws
+
+        _flash_fwd_ws.check_ws_supported(q, k, causal, config[0], config[1])
+        canary.gate("ws", config, True)
+        return _flash_fwd_ws.flash_fwd_ws
+    from ..kernels import _flash_fwd_gluon  # (imported here: Hopper only)
+    from ..kernels.resources import gluon_forwards
+
+    _flash_fwd_gluon.check_gluon_supported(q, k, causal, config[0], config[1])
+    canary.gate(kind, config, False)
+    return gluon_forwards()[kind][0]
+
+
+def best_experimental(ladder: list[dict], steps=LADDER, lengths=(4096, 16384)):
+    """``(step name, kind, config)`` of the experimental ladder step that beat attnlib's default forward
+    ("TMA, autotuned") at every one of ``lengths`` (not causal) by the largest smallest margin, with
+    outputs that agree with SDPA's; None if none did. The flash suite then times it over the whole grid
+    too (:data:`EXPERIMENTAL`), so that one GPU run says how it compares with SDPA at every shape."""
+    kinds = {name: (kernel, config) for name, kernel, config in steps if kernel in EXPERIMENTAL_KINDS}
+    speed = {(r["step"], r["seq_len"]): r["tflops"] for r in ladder
+             if not r["causal"] and r.get("tflops") and not _wrong(r)}
+    best, best_margin = None, 1.0
+    for name, (kind, config) in kinds.items():
+        margins = [speed.get((name, n), 0.0) / speed[(_DEFAULT_STEP, n)] if speed.get((_DEFAULT_STEP, n)) else 0.0
+                   for n in lengths]
+        if min(margins) > best_margin:
+            best, best_margin = (name, kind, config), min(margins)
+    return best
+
+
+_DEFAULT_STEP = "TMA, autotuned (the default on Hopper)"
+EXPERIMENTAL = "attnlib_flash_experimental"  # in the grid: best_experimental's forward, attnlib's backward
+
+
+class _WithAttnlibBackward(torch.autograd.Function):
+    """An experimental forward with attnlib's backward (from its output and base-2 log-sum-exp)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, causal: bool, forward):
+        scale = q.shape[-1] ** -0.5
+        o, lse = forward(q, k, v, causal, scale)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.causal, ctx.scale = causal, scale
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        from ..kernels import flash
+
+        q, k, v, o, lse = ctx.saved_tensors
+        return (*flash._backward(q, k, v, o, lse, do, ctx.causal, ctx.scale), None, None)
 
 
 # The backward, one kernel at a time (what lab 17 builds), at the forward ladder's first shape.
@@ -456,7 +520,8 @@ def ratios(rows: list[dict]) -> list[dict]:
     """attnlib's TFLOP/s over each SDPA backend's, per shape and mode (None where one is missing).
 
     ``vs_<backend>`` is for ``attnlib_flash`` (what ``flash_attention`` runs by default);
-    ``portable_vs_<backend>`` for the portable kernel, where it was timed separately.
+    ``portable_vs_<backend>`` for the portable kernel, where it was timed separately, and
+    ``experimental_vs_<backend>`` for :data:`EXPERIMENTAL`, where the grid timed one.
     """
     key = ("seq_len", "head_dim", "causal", "mode")
     by_key: dict = {}
@@ -465,7 +530,8 @@ def ratios(rows: list[dict]) -> list[dict]:
     out = []
     for values, tf in by_key.items():
         entry = dict(zip(key, values))
-        for impl, prefix in (("attnlib_flash", ""), ("attnlib_flash_portable", "portable_")):
+        for impl, prefix in (("attnlib_flash", ""), ("attnlib_flash_portable", "portable_"),
+                             (EXPERIMENTAL, "experimental_")):
             if impl == "attnlib_flash" or impl in tf:
                 ours = tf.get(impl)
                 for name in ("sdpa_cudnn", "sdpa_flash", "sdpa_efficient"):
@@ -525,7 +591,13 @@ def run(quick: bool = False, checkpoint=None) -> dict:
     ladder = time_ladder((4096,) if quick else (4096, 16384, 1024), warmup=warmup, rep=rep) if correct else []
     for line in ladder_lines(ladder):
         print("[attnlib.bench] ladder", line, flush=True)
-    save(ladder=ladder)
+    # An experimental forward that beat the default one in the ladder (correct, at 4k and 16k) is timed over
+    # the whole grid too: one run then says how it compares with SDPA at every shape, causal included.
+    experimental = best_experimental(ladder) if correct else None
+    if experimental:
+        impls = impls + (EXPERIMENTAL,)
+        print(f"[attnlib.bench] the grid also times the experimental forward {experimental[0]!r}", flush=True)
+    save(ladder=ladder, experimental_in_grid=experimental)
     # Then the backward kernel by kernel and tile by tile (a few seconds): where forward+backward's time goes.
     backward = time_backward((4096,), warmup=warmup, rep=rep) if correct else []
     save(backward=backward)
@@ -534,7 +606,7 @@ def run(quick: bool = False, checkpoint=None) -> dict:
         if time.perf_counter() - start > budget_s:
             skipped.append({**shape, "reason": f"time budget of {budget_s:.0f} s spent"})
             continue
-        rows.extend(time_shape(shape, impls, warmup=warmup, rep=rep))
+        rows.extend(time_shape(shape, impls, warmup=warmup, rep=rep, experimental=experimental))
         save(**_grid_summary(rows), skipped=skipped)
     return {
         "suite": "flash",
@@ -552,6 +624,8 @@ def run(quick: bool = False, checkpoint=None) -> dict:
         "correctness": correctness,
         # None (ran in a child process and matched) or why not, per experimental kernel (canary.key)
         "experimental_kernels": tried,
+        # (ladder step, kind, config) of the experimental forward the grid timed as EXPERIMENTAL, or None
+        "experimental_in_grid": experimental,
         "rows": rows,
         "ratios": ratios(rows),
         # the forward step by step (LADDER) against SDPA, D=128: TFLOP/s and error vs SDPA-cuDNN

@@ -22,6 +22,7 @@ __all__ = ["RESULTS_DIR", "load_results", "load_committed", "load_run_file", "lo
            "plot_backward", "plot_flash", "plot_ladder", "plot_reference_baselines", "plot_rows", "plot_suite"]
 
 _STYLE = {"attnlib_flash": ("C3", "o", "-"), "attnlib_flash_portable": ("C6", "o", ":"),
+          "attnlib_flash_experimental": ("C7", "*", "-."),
           "sdpa_cudnn": ("C0", "s", "--"), "sdpa_flash": ("C1", "^", "--"), "sdpa_efficient": ("C2", "v", "--"),
           "flex": ("C4", "D", ":"), "plain_triton_fwd": ("C5", "x", ":")}
 
