@@ -46,6 +46,23 @@ def test_refuses_what_it_does_not_handle_and_says_what(causal, dtype, d, lq, lk,
                           torch.zeros(1, 1, 384, 64, dtype=torch.bfloat16), causal, 128, 128)  # handled: no error
 
 
+def test_refuses_inputs_that_do_not_fit_together(monkeypatch):
+    """The ws forward's consistency checks (tests/test_kernels_flash_ws.py) hold for every Gluon forward too:
+    3 query heads on 2 K/V heads would read zeros past the end of K and V, not fail."""
+    from attnlib.kernels import _flash_fwd_gluon
+
+    monkeypatch.setattr(_flash_fwd_gluon, "interpreting", lambda: False)  # the checks come before launching
+    q = torch.zeros(1, 3, 128, 64, dtype=torch.bfloat16)
+    kv = torch.zeros(1, 2, 128, 64, dtype=torch.bfloat16)
+    for forward in (flash_fwd_gluon, flash_fwd_gluon_ws, flash_fwd_gluon_pingpong):
+        with pytest.raises(ValueError, match="Gluon forward does not handle q of shape"):
+            forward(q, kv, kv, False, 0.1)
+        with pytest.raises(ValueError, match="v of shape"):
+            forward(q[:, :2], kv, kv[:, :, :64], False, 0.1)
+    with pytest.raises(ValueError, match="4-D"):
+        check_gluon_supported(q[0], kv[0], True, 128, 128)
+
+
 @pytest.mark.skipif(not interpreting(), reason="the interpreter's refusal")
 def test_says_it_cannot_run_in_the_interpreter():
     q = torch.zeros(1, 2, 128, 64, dtype=torch.float16)

@@ -61,6 +61,32 @@ def test_refuses_what_it_does_not_handle_and_says_what(causal, dtype, d, lq, lk,
         flash_fwd_ws(q, k, k, causal, 0.1, config=(16, 16, 4, 2))
 
 
+def _mismatched_inputs():
+    """(q, k, v, words) that each fit the tiles but not together: the kernel reads flattened rows, so these
+    would read zeros past the end of K/V (or another head's rows) instead of failing."""
+    q = torch.zeros(1, 3, 32, 64, dtype=torch.float16)
+    kv = torch.zeros(1, 2, 32, 64, dtype=torch.float16)
+    return [
+        (q, kv, kv, "3, 32, 64\\) with k of shape \\(1, 2, 32, 64\\)"),  # 3 query heads on 2 K/V heads
+        (q[:, :2], torch.zeros(2, 2, 32, 64, dtype=torch.float16), None, "the same batch"),
+        (q[:, :2], kv.bfloat16(), None, "k of dtype torch.bfloat16 with q of dtype torch.float16"),
+        (q[:, :2], kv, kv[:, :, :16], "v of shape \\(1, 2, 16, 64\\)"),
+        (q[:, :2], kv, kv.bfloat16(), "v of shape .* and dtype torch.bfloat16"),
+        (q[:, :2, :0], kv, kv, "positive multiples"),
+        (q[0], kv[0], kv[0], "4-D"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_mismatched_inputs())))
+def test_refuses_inputs_that_do_not_fit_together(case):
+    q, k, v, words = _mismatched_inputs()[case]
+    with pytest.raises(ValueError, match=words):
+        check_ws_supported(q, k, False, 16, 16, v)
+    if v is not None:
+        with pytest.raises(ValueError, match="warp-specialised forward does not handle"):
+            flash_fwd_ws(q, k, v, False, 0.1, config=(16, 16, 4, 2))
+
+
 @pytest.mark.parametrize("d, lq, lk", [(64, 32, 48), (128, 16, 32)])
 def test_dkdv_gives_the_gradients_of_keys_and_values(d, lq, lk):
     g = torch.Generator().manual_seed(d + lq + lk)

@@ -34,6 +34,7 @@ export TRITON_CACHE_DIR="${TRITON_CACHE_DIR:-/tmp/attnlib-triton-cache}"  # shar
 mkdir -p "$TRITON_CACHE_DIR"
 PY="${PYTHON:-python3}"
 DEADLINE="${DEADLINE:-555}"
+scratch="$(mktemp -d)"  # this run's own files (no other run's are read back as this one's)
 start=$(date +%s)
 elapsed() { echo $(( $(date +%s) - start )); }
 status=0
@@ -69,7 +70,7 @@ $PY -c "import jupytext" 2>/dev/null && tests="$tests tests/test_kernel_labs_agr
 # and into run.log after the compile step's; nothing here is timed, so the two share the machine.
 xdist=""; $PY -c "import xdist" 2>/dev/null && xdist="-n 4"
 ( ATTNLIB_FLASH_AUTOTUNE=0 timeout 150 $PY -m pytest -q -p no:cacheprovider -o addopts="-ra" $xdist $tests \
-    >/tmp/attnlib-kernel-tests.txt 2>&1; echo $? >/tmp/attnlib-kernel-tests.rc ) &
+    >"$scratch/kernel-tests.txt" 2>&1; echo $? >"$scratch/kernel-tests.rc" ) &
 tests_pid=$!
 
 echo "== compile the flash benchmark's kernels for this GPU, 16 processes (after $(elapsed) s) =="
@@ -80,28 +81,28 @@ for d in 128 64; do
   for c in full causal; do
     for slice in ".* (fwd|bwd-dkdv-ws).*" "grid bwd" "check bwd" "check-gqa bwd"; do
       timeout 150 $PY tools/compile_kernels.py --set bench --cases "D=$d $c $slice\$" \
-        >"/tmp/compile-$d-$c-${slice//[^a-z-]/}.txt" 2>&1 &
+        >"$scratch/compile-$d-$c-${slice//[^a-z-]/}.txt" 2>&1 &
       pids+=($!)
     done
   done
 done
 for pid in "${pids[@]}"; do wait "$pid" || true; done
-cat /tmp/compile-*.txt >>"$LOG"
-grep -h "kernels compiled in\|PROBLEM\|UNUSABLE\|ALL SPILL\|NO WGMMA" /tmp/compile-*.txt | sort | uniq -c | tail -20
+cat "$scratch"/compile-*.txt >>"$LOG"
+grep -h "kernels compiled in\|PROBLEM\|UNUSABLE\|ALL SPILL\|NO WGMMA" "$scratch"/compile-*.txt | sort | uniq -c | tail -20
 echo "Triton cache entries: $(ls "$TRITON_CACHE_DIR" | wc -l) (after $(elapsed) s)" | tee -a "$LOG"
 
 wait "$tests_pid"
 echo "== kernel tests on CUDA: done (after $(elapsed) s) =="
-cat /tmp/attnlib-kernel-tests.txt >>"$LOG"
-tail -25 /tmp/attnlib-kernel-tests.txt
-[ "$(cat /tmp/attnlib-kernel-tests.rc 2>/dev/null)" = 0 ] || { echo "KERNEL TESTS FAILED (see run.log)"; status=1; }
+cat "$scratch/kernel-tests.txt" >>"$LOG"
+tail -25 "$scratch/kernel-tests.txt"
+[ "$(cat "$scratch/kernel-tests.rc" 2>/dev/null)" = 0 ] || { echo "KERNEL TESTS FAILED (see run.log)"; status=1; }
 
 # One suite per call, cheapest first, each with its own time limit: a slow suite must not cost the
 # others' results. The flash suite gets what is left before DEADLINE but the probe's minute (its budget
 # stops starting new shapes 45 s before its limit; should the limit stop it anyway, its JSON holds every
 # phase it finished, "complete": false).
 cache_before=$(ls "$TRITON_CACHE_DIR" | wc -l)
-touch /tmp/attnlib-before-benchmarks
+touch "$scratch/before-benchmarks"
 for suite in decode block_sparse flash; do
   case $suite in
     decode) limit=90 ;;
@@ -117,7 +118,7 @@ done
 echo "Triton cache entries: $cache_before before the benchmarks, $(ls "$TRITON_CACHE_DIR" | wc -l) after" \
   | tee -a "$LOG"
 # Which kernels the precompile step missed (the first run's cache grew by 13 here): each new entry's metadata.
-find "$TRITON_CACHE_DIR" -name "*.json" -newer /tmp/attnlib-before-benchmarks ! -name "__grp__*" 2>/dev/null \
+find "$TRITON_CACHE_DIR" -name "*.json" -newer "$scratch/before-benchmarks" ! -name "__grp__*" 2>/dev/null \
   | head -40 | xargs -r $PY -c '
 import json, sys
 for path in sys.argv[1:]:

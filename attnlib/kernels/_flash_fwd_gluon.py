@@ -285,12 +285,14 @@ def _flash_fwd_gluon_kernel(
         mbarrier.invalidate(v_bars.index(i))
 
 
-def unhandled(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, block_n: int) -> list[str]:
+def unhandled(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, block_n: int, v=None) -> list[str]:
     """What this kernel does not handle for these inputs and this tile, in words (empty: handled): the
-    warp-specialised Triton forward's limits (dtype, head dim, whole tiles) except causal, which is handled
-    with a square tile and ``Lk >= Lq``; and at least one key tile."""
+    warp-specialised Triton forward's limits (inputs that fit together, dtype, head dim, whole tiles) except
+    causal, which is handled with a square tile and ``Lk >= Lq``; and at least one key tile."""
+    problems = whole_tile_problems(q, k, False, block_m, block_n, v)
+    if q.dim() != 4 or k.dim() != 4:
+        return problems
     lq, lk = q.shape[-2], k.shape[-2]
-    problems = whole_tile_problems(q, k, False, block_m, block_n)
     if lk < block_n:
         problems.append(f"Lk={lk} (at least one whole {block_n}-key tile)")
     if causal and (block_m != block_n or lk < lq):
@@ -299,9 +301,10 @@ def unhandled(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, bloc
     return problems
 
 
-def check_gluon_supported(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, block_n: int) -> None:
+def check_gluon_supported(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, block_n: int,
+                          v=None) -> None:
     """Raise ValueError naming what this experimental kernel does not handle (see the module docstring)."""
-    problems = unhandled(q, k, causal, block_m, block_n)
+    problems = unhandled(q, k, causal, block_m, block_n, v)
     if problems:
         raise ValueError("the Gluon forward does not handle " + "; ".join(problems))
 
@@ -341,7 +344,7 @@ def flash_fwd_gluon(q, k, v, causal: bool, scale: float, config=GLUON_CONFIGS[0]
     """
     block_m, block_n, num_warps, stages = config
     check_runnable()
-    check_gluon_supported(q, k, causal, block_m, block_n)
+    check_gluon_supported(q, k, causal, block_m, block_n, v)
     o2, lse, descs, scalars = flattened_launch(q, k, v, block_m, block_n)
     _flash_fwd_gluon_kernel[(q.shape[2] // block_m, lse.shape[0])](
         *descs, lse, *scalars, scale * 1.4426950408889634, CAUSAL=causal, STAGES=stages, num_warps=num_warps,

@@ -137,7 +137,7 @@ def flash_fwd_gluon_pingpong(q, k, v, causal: bool, scale: float, config=GLUON_P
     check_runnable()
     if num_warps != 8 or block_m != 128:
         raise ValueError(f"config must have BLOCK_M=128 and num_warps=8 (two warp groups of 64 rows), got {config}")
-    check_gluon_supported(q, k, causal, block_m, block_n)
+    check_gluon_supported(q, k, causal, block_m, block_n, v)
     o2, lse, descs, scalars = flattened_launch(q, k, v, block_m // 2, block_n)  # q/o tiled by half a tile
     _flash_fwd_gluon_pingpong_kernel[(q.shape[2] // block_m, lse.shape[0])](
         *descs, lse, *scalars, scale * 1.4426950408889634,

@@ -144,7 +144,7 @@ def flash_fwd_gluon_ws(q, k, v, causal: bool, scale: float, config=GLUON_WS_CONF
     """
     block_m, block_n, num_warps, stages = config
     check_runnable()
-    check_gluon_supported(q, k, causal, block_m, block_n)
+    check_gluon_supported(q, k, causal, block_m, block_n, v)
     o2, lse, descs, scalars = flattened_launch(q, k, v, block_m, block_n)
     _flash_fwd_gluon_ws_kernel[(q.shape[2] // block_m, lse.shape[0])](
         *descs, lse, *scalars, scale * 1.4426950408889634,

@@ -71,24 +71,38 @@ def _flash_fwd_ws_kernel(
     tl.store(LSE + off_bh * LQ + offs_m, m_i + tl.math.log2(l_i))
 
 
-def unhandled(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, block_n: int) -> list[str]:
-    """What the experimental Hopper kernels (this forward and ``_flash_bwd_ws``) do not handle, in words."""
+def unhandled(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, block_n: int, v=None) -> list[str]:
+    """What the experimental Hopper kernels (this forward and ``_flash_bwd_ws``) do not handle, in words.
+
+    Beyond their limits (not causal, half precision, D 64 or 128, whole tiles), the inputs must fit
+    together as :func:`attnlib.kernels.flash_attention` checks them, since these kernels read rows of
+    flattened tensors and the copy engine fills rows past the end with zeros: a mismatch would give a
+    wrong answer, not an error. (``v``, when given, must have ``k``'s shape and dtype.)"""
+    if q.dim() != 4 or k.dim() != 4:
+        return [f"shapes {tuple(q.shape)} and {tuple(k.shape)} (q (B, H, Lq, D) and k (B, Hk, Lk, D), 4-D)"]
     lq, lk, d = q.shape[-2], k.shape[-2], q.shape[-1]
     problems = []
+    if k.shape[0] != q.shape[0] or k.shape[-1] != d or k.shape[1] == 0 or q.shape[1] % k.shape[1]:
+        problems.append(f"q of shape {tuple(q.shape)} with k of shape {tuple(k.shape)} (the same batch and head "
+                        "dim, and a number of K/V heads that divides the query heads)")
+    if v is not None and (v.shape != k.shape or v.dtype != k.dtype):
+        problems.append(f"v of shape {tuple(v.shape)} and dtype {v.dtype} (k's: {tuple(k.shape)}, {k.dtype})")
+    if k.dtype != q.dtype:
+        problems.append(f"k of dtype {k.dtype} with q of dtype {q.dtype} (one dtype)")
     if causal:
         problems.append("causal=True (only the unmasked, non-causal loop is handled)")
     if q.dtype not in (torch.float16, torch.bfloat16):
         problems.append(f"dtype {q.dtype} (float16 or bfloat16 only)")
     if d not in (64, 128):
         problems.append(f"head dim {d} (64 or 128 only)")
-    if lq % block_m or lk % block_n:
-        problems.append(f"lengths Lq={lq}, Lk={lk} (must be multiples of the {block_m}x{block_n} tile)")
+    if lq % block_m or lk % block_n or lq == 0 or lk == 0:
+        problems.append(f"lengths Lq={lq}, Lk={lk} (must be positive multiples of the {block_m}x{block_n} tile)")
     return problems
 
 
-def check_ws_supported(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, block_n: int) -> None:
+def check_ws_supported(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, block_n: int, v=None) -> None:
     """Raise ValueError naming what this experimental kernel does not handle (see the module docstring)."""
-    problems = unhandled(q, k, causal, block_m, block_n)
+    problems = unhandled(q, k, causal, block_m, block_n, v)
     if problems:
         raise ValueError("the warp-specialised forward does not handle " + "; ".join(problems))
 
@@ -113,7 +127,7 @@ def flash_fwd_ws(q, k, v, causal: bool, scale: float, config=WS_CONFIGS[0], warp
     specialisation (4: one consumer warp group per 64 rows, Triton adds the producer).
     """
     block_m, block_n, num_warps, num_stages = config
-    check_ws_supported(q, k, causal, block_m, block_n)
+    check_ws_supported(q, k, causal, block_m, block_n, v)
     q2, k2, v2, o2, lse, scalars = flatten_heads(q, k, v)
     if q.is_cuda:
         _ensure_allocator()
