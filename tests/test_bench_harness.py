@@ -8,6 +8,8 @@ and say what they are, and the plots draw from rows of the documented shape.
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -389,7 +391,7 @@ def _fake_children(monkeypatch, behaviour, events=None):
             stderr.write(err)
             self.exit_code = code
             if events is not None:
-                events.append(("start", env.get("ATTNLIB_FLASH_AUTOTUNE")))
+                events.append(("start", env.get("ATTNLIB_FLASH_AUTOTUNE"), env["PYTHONPATH"], self.code))
 
         def wait(self, timeout=None):
             if events is not None:
@@ -463,6 +465,16 @@ def test_experimental_kernels_are_gated_by_a_child_process(monkeypatch):
     assert outcome[keys[0]] is None and "0.5" in outcome[keys[1]]
     gluon = [outcome[k] for k in keys if k.startswith("gluon")]
     assert gluon and all("did not finish in 2 s" in why and why.endswith("(128, 128, 8, 2): x causal") for why in gluon)
+
+    # A notebook checks only the kernels it is about to run: one child per group asked for, the other verdicts
+    # kept; the child finds this attnlib even if the notebook put it on sys.path rather than installing it.
+    events.clear()
+    _fake_children(monkeypatch, lambda code: (0, json.dumps({"gluon-ws 128x128/8/2": None}), ""), events)
+    outcome = canary.run_in_child(kinds=("gluon-ws",))
+    assert outcome == {"gluon-ws 128x128/8/2": None, "gluon-ws 128x128/8/3": "not run by the child process"}
+    assert len(events) == 2 and "kinds=('gluon-ws',)" in events[0][3]
+    assert events[0][2].split(os.pathsep)[0] == str(Path(canary.__file__).resolve().parents[2])
+    assert "0.5" in canary._OUTCOME[keys[1]] and canary._OUTCOME["gluon-ws 128x128/8/2"] is None
 
 
 def test_the_gluon_check_compares_every_case_and_locates_a_wrong_quarter(monkeypatch):

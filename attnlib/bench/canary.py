@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -171,26 +172,30 @@ def gluon_verdict(by_case: dict, tol: float):
     return text
 
 
-def run_in_child(timeout_s: float | None = None, budget_s: float | None = None) -> dict:
+def run_in_child(timeout_s: float | None = None, budget_s: float | None = None, kinds=None) -> dict:
     """Run :func:`child` in a child Python per group of :data:`GROUPS`, all side by side, each with its time
     limit (or ``timeout_s``) and none longer than ``budget_s``; remember (and return) which experimental
-    kernels may run.
+    kernels may run. ``kinds`` (default all) checks only the groups holding those kinds, and returns and
+    changes only their verdicts.
 
     The children only check results, so they may share the GPU (a kernel that hangs in one leaves the others
     their time slices) and the CPU (each compiles its own kernels): the whole check takes as long as its
     slowest child, not the sum. Their references run one configuration each (``ATTNLIB_FLASH_AUTOTUNE=0``):
     a tuning run per new shape would cost a child its time limit and teach nothing about correctness.
     """
-    kernels = experimental_kernels()
-    env = {**os.environ, "ATTNLIB_FLASH_AUTOTUNE": "0"}
+    kernels = [kernel for kernel in experimental_kernels() if kinds is None or kernel[0] in kinds]
+    # (the child imports this attnlib, whether it was installed or put on sys.path by a notebook)
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "ATTNLIB_FLASH_AUTOTUNE": "0",
+           "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
     children = []
-    for kinds, limit in GROUPS:
+    for group, limit in GROUPS:
         limit = limit if timeout_s is None else timeout_s
         limit = limit if budget_s is None else min(limit, budget_s)
-        keys = [key(*kernel) for kernel in kernels if kernel[0] in kinds]
+        keys = [key(*kernel) for kernel in kernels if kernel[0] in group]
         if not keys:
             continue
-        code = f"import json; from attnlib.bench.canary import child; print(json.dumps(child(kinds={kinds!r})))"
+        code = f"import json; from attnlib.bench.canary import child; print(json.dumps(child(kinds={group!r})))"
         stdout, stderr = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")  # no pipe to fill and block
         process = subprocess.Popen([sys.executable, "-c", code], stdout=stdout, stderr=stderr, text=True, env=env)
         children.append((keys, limit, process, stdout, stderr))
@@ -220,6 +225,8 @@ def run_in_child(timeout_s: float | None = None, budget_s: float | None = None) 
         else:
             reason = f"the child process exited with status {process.returncode}: {err[-200:]}"
             result.update({k: reason for k in keys})
-    _OUTCOME.clear()
-    _OUTCOME.update({key(*kernel): result.get(key(*kernel), "not run by the child process") for kernel in kernels})
-    return dict(_OUTCOME)
+    if kinds is None:
+        _OUTCOME.clear()
+    verdicts = {key(*kernel): result.get(key(*kernel), "not run by the child process") for kernel in kernels}
+    _OUTCOME.update(verdicts)
+    return verdicts
