@@ -318,12 +318,14 @@ def test_backward_breakdown_runs_in_the_interpreter():
     assert backward_candidates("dK/dV", 128, device="cpu") == [(16, 16, 1, 1)]  # the interpreter's one config
     candidates = {"dK/dV": [(16, 32, 4, 2)], "dQ": [(32, 16, 4, 1), (16, 16, 4, 2)]}
     rows = time_backward((24,), head_dim=16, dtype=torch.float32, timer=cpu_timer, device="cpu",
-                         tokens=48, model_dim=32, candidates=candidates, experimental=())  # B=2, H=2
+                         tokens=48, model_dim=32, candidates=candidates, experimental=(),
+                         one_pass=[(16, 32, 4, 2)])  # B=2, H=2
     expected = [("delta", "-"), ("dK/dV", "16x32, 4 warps, 2 stages"), ("dK/dV", "autotuned"),
                 ("dQ", "32x16, 4 warps, 1 stages"), ("dQ", "16x16, 4 warps, 2 stages"), ("dQ", "autotuned"),
-                ("attnlib backward", "autotuned"), ("SDPA cuDNN backward", "-"), ("SDPA flash backward", "-")]
+                ("attnlib backward", "autotuned"), ("attnlib backward", "experimental: one pass 16x32, 4 warps, 2 st."),
+                ("SDPA cuDNN backward", "-"), ("SDPA flash backward", "-")]
     assert [(r["part"], r["config"]) for r in rows] == expected * 2
-    assert [r["causal"] for r in rows] == [False] * 9 + [True] * 9
+    assert [r["causal"] for r in rows] == [False] * 10 + [True] * 10
     for r in rows:
         if r["part"] == "SDPA cuDNN backward":  # no cuDNN on a CPU: recorded, not fatal
             assert r["ms"] is None and r["error"]
@@ -340,7 +342,10 @@ def test_backward_breakdown_runs_in_the_interpreter():
     whole = full[("attnlib backward", "autotuned")]
     assert whole["tflops"] == pytest.approx(5 * per_product / whole["ms"] / 1e9)
     lines = backward_lines(rows)
-    assert len(lines) == len(rows) and "did not run (" in lines[7]
+    assert len(lines) == len(rows) and "did not run (" in lines[8]
+    # the kernels' shares are of attnlib's (autotuned) backward, not of an experimental one's
+    share = full[("dQ", "autotuned")]["ms"] / whole["ms"]
+    assert lines[5].endswith(f"= {share:4.0%} of attnlib's backward")
     # each part is compared with the right ones of SDPA's (dq, dk, dv)
     gq, gk, gv = torch.ones(3), 2 * torch.ones(3), 3 * torch.ones(3)
     assert _backward_error("dK/dV", (gk, gv), (gq, gk, gv)) == 0 and _backward_error("dQ", gq, (gq, gk, gv)) == 0
@@ -366,7 +371,7 @@ def test_backward_breakdown_times_the_experimental_dkdv_where_it_applies():
     experimental = [("descriptors 16x16", (16, 16, 4, 2), False), ("warp-specialized 16x16", (16, 16, 4, 2), True)]
     rows = time_backward((32,), head_dim=64, dtype=torch.float16, timer=cpu_timer, device="cpu", tokens=64,
                          model_dim=128, candidates={"dK/dV": [(16, 16, 4, 2)], "dQ": [(16, 16, 4, 2)]},
-                         experimental=experimental)  # B=2, H=2
+                         experimental=experimental, one_pass=())  # B=2, H=2
     ours = [r for r in rows if r["config"].startswith("experimental: ")]
     assert [(r["config"], r["causal"]) for r in ours] == [("experimental: " + e[0], c) for c in (False, True)
                                                           for e in experimental]

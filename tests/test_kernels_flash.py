@@ -95,7 +95,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}_h{}k{}_lq{}_lk{}_d{}_{}".format(*c[:6], "causal" if c[6] else "full"))
+def _case_id(case) -> str:
+    return "b{}_h{}k{}_lq{}_lk{}_d{}_{}".format(*case[:6], "causal" if case[6] else "full")
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_matches_reference_float32(case):
     _check(*case, dtype=torch.float32, seed=sum(case[:6]))
 
@@ -313,6 +317,54 @@ def test_kernel_argument_is_checked():
     q, k, v = _inputs(1, 1, 1, 4, 4, 16, torch.float32, seed=0)
     with pytest.raises(ValueError, match="kernel must be one of"):
         flash_attention(q, k, v, kernel="fast")
+
+
+def _one_pass_against_float64(b, hq, hk, lq, lk, d, causal, dtype, seed, config):
+    """The one-pass backward (dQ by atomic adds in the dK/dV kernel) against float64 autograd."""
+    from attnlib.kernels import flash
+
+    q, k, v = _inputs(b, hq, hk, lq, lk, d, dtype, seed)
+    dout = torch.randn(q.shape, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE, dtype)
+    scale = d ** -0.5
+    o, lse = flash._forward(q, k, v, causal, scale)
+    got = flash._backward_one_pass(q, k, v, o, lse, dout, causal, scale, config)
+    ref, leaves = _reference(*(x.requires_grad_() for x in (q, k, v)), causal)
+    want = torch.autograd.grad(ref, leaves, dout.double())
+    for name, a, e in zip(("dq", "dk", "dv"), got, want):
+        assert a.shape == e.shape and a.dtype == dtype, name
+        _assert_close(a, e, GRAD_TOL[dtype], f"one-pass {name}")
+    return got
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_one_pass_backward_matches_float64_autograd(case):
+    """FlashAttention-2's single pass: every CASE (odd lengths, padded D, Lq > Lk with rows that see nothing,
+    grouped and multi-query heads), in two tiles (query tiles of 16 against key tiles of 32 and 16)."""
+    for config in ((16, 32, 4, 2), (16, 16, 4, 1)):
+        _one_pass_against_float64(*case, torch.float32, seed=sum(case[:6]), config=config)
+
+
+def test_one_pass_backward_float16_large_logits():
+    from attnlib.kernels import flash
+
+    dq, dk, dv = _one_pass_against_float64(1, 2, 1, 45, 70, 32, True, torch.float16, seed=9, config=(16, 32, 4, 2))
+    assert torch.isfinite(dq).all() and torch.isfinite(dk).all()
+    q, k, v = _inputs(1, 2, 2, 33, 33, 16, torch.float32, seed=4)
+    q = q * 30  # logits ~ 100: the recomputed probabilities must still come from the saved log-sum-exp
+    do = torch.randn_like(q)
+    o, lse = flash._forward(q, k, v, False, 0.25)
+    for a, e in zip(flash._backward_one_pass(q, k, v, o, lse, do, False, 0.25, (16, 16, 4, 1)),
+                    flash._backward(q, k, v, o, lse, do, False, 0.25)):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not CUDA, reason="bfloat16 at the benchmark's tiles runs on a GPU only")
+@pytest.mark.parametrize("causal", [False, True])
+def test_gpu_one_pass_backward_bfloat16(causal):
+    from attnlib.kernels.flash import ONE_PASS_CONFIGS
+
+    for config in ONE_PASS_CONFIGS:
+        _one_pass_against_float64(2, 4, 2, 1000, 1111, 128, causal, torch.bfloat16, seed=11, config=config)
 
 
 @pytest.mark.skipif(not CUDA, reason="bfloat16 and large head dims run on a GPU only")

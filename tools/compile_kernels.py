@@ -36,6 +36,7 @@ import os
 import re
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
@@ -106,6 +107,17 @@ def bench_cases(quick: bool):
                     yield from _gluon_cases(name, q, k, v, causal)
                 yield name + " bwd", lambda q=q, k=k, v=v, o=o, lse=lse, c=causal: flash._backward(
                     q, k, v, o, lse, torch.empty_like(q), c, 0.1)
+                if label == "grid" and d == 128:  # the backward breakdown's one-pass rows (D=128 only), one case
+                    yield name + " bwd one-pass", partial(_one_pass_tiles, q, k, v, o, lse, causal)
+
+
+def _one_pass_tiles(q, k, v, o, lse, causal):
+    """The experimental one-pass backward in each of its tiles (``flash.ONE_PASS_CONFIGS``): like an
+    autotuner's space, at least one must compile without spilling."""
+    from attnlib.kernels import flash
+
+    for config in flash.ONE_PASS_CONFIGS:
+        flash._backward_one_pass(q, k, v, o, lse, torch.empty_like(q), causal, 0.1, config)
 
 
 def _ws_cases(name, q, k, v):

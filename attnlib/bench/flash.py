@@ -385,7 +385,7 @@ def backward_candidates(kernel: str, head_dim: int, dtype=torch.bfloat16, device
 def time_backward(seq_lens=(4096,), head_dim: int = 128, *, warmup: int = 20, rep: int = 60,
                   dtype=torch.bfloat16, timer=bench_ms, device="cuda", tokens: int = TOKENS,
                   model_dim: int = MODEL_DIM, candidates: dict | None = None,
-                  experimental: Optional[Sequence] = None) -> list[dict]:
+                  experimental: Optional[Sequence] = None, one_pass: Optional[Sequence] = None) -> list[dict]:
     """Where the backward's time goes: each of its kernels, each candidate configuration, against SDPA's.
 
     Rows (``part``, ``config``): ``delta`` (rowsum(dO * O), memory-bound: ms only), ``dK/dV`` and
@@ -394,7 +394,10 @@ def time_backward(seq_lens=(4096,), head_dim: int = 128, *, warmup: int = 20, re
     the backward alone of SDPA's cuDNN and flash backends (the graph of one forward, replayed).
     ``experimental`` adds dK/dV rows of :mod:`attnlib.kernels._flash_bwd_ws` (``(label, config,
     warp_specialize)`` tuples, default its ``DKDV_WS_CONFIGS``; ``()`` for none), labelled
-    "experimental: ..."; where the kernel does not apply (causal) the row records why.
+    "experimental: ..."; where the kernel does not apply (causal) the row records why. ``one_pass`` adds
+    whole-backward rows of FlashAttention-2's single pass (``flash._backward_one_pass``: dQ by atomic adds
+    in the dK/dV kernel), one per ``(BLOCK_M, BLOCK_N, num_warps, num_stages)``, default
+    ``flash.ONE_PASS_CONFIGS`` (``()`` for none), labelled "experimental: one pass ...".
     A kernel's TFLOP/s counts the products it executes (:data:`BACKWARD_PRODUCTS`, each
     ``2 * Lq * Lk * D`` per head, halved when causal); a whole backward's counts the papers'
     convention, 2.5x the forward. Each kernel's gradients are compared with each SDPA backend's.
@@ -405,6 +408,7 @@ def time_backward(seq_lens=(4096,), head_dim: int = 128, *, warmup: int = 20, re
     from ..kernels._flash_bwd_ws import DKDV_WS_CONFIGS
 
     experimental = DKDV_WS_CONFIGS if experimental is None else experimental
+    one_pass = flash.ONE_PASS_CONFIGS if one_pass is None else one_pass
     rows = []
     for n in seq_lens:
         b, h = tokens // n, model_dim // head_dim
@@ -431,6 +435,10 @@ def time_backward(seq_lens=(4096,), head_dim: int = 128, *, warmup: int = 20, re
             bwd_flops = 2.5 * fwd_flops / (2 if causal else 1)  # the convention's five products
             timed.append(("attnlib backward", "autotuned",
                           partial(flash._backward, q, k, v, o, lse, do, causal, scale), bwd_flops, None))
+            for config in one_pass:  # (the zeroed float32 dQ buffer and its final cast are part of the time)
+                timed.append(("attnlib backward", "experimental: one pass {}x{}, {} warps, {} st.".format(*config),
+                              partial(flash._backward_one_pass, q, k, v, o, lse, do, causal, scale, config),
+                              bwd_flops, None))
             leaves = [x.detach().clone().requires_grad_() for x in (q, k, v)]
             for name, backend in (("SDPA cuDNN backward", "CUDNN_ATTENTION"),
                                   ("SDPA flash backward", "FLASH_ATTENTION")):
@@ -491,7 +499,8 @@ def _backward_error(part: str, got, ref):
 
 def backward_lines(rows: list[dict]) -> list[str]:
     """One line per backward row: ms, TFLOP/s, and the autotuned kernels' shares of attnlib's backward."""
-    total = {(r["seq_len"], r["causal"]): r["ms"] for r in rows if r["part"] == "attnlib backward"}
+    total = {(r["seq_len"], r["causal"]): r["ms"] for r in rows
+             if r["part"] == "attnlib backward" and r["config"] == "autotuned"}
     lines = []
     for r in rows:
         whole = total.get((r["seq_len"], r["causal"]))

@@ -17,6 +17,12 @@ saved. Two kernels avoid atomic adds: one program per *key* tile accumulates dK 
 over all query tiles (and over the query heads that share the K/V head in grouped-query
 attention); one program per *query* tile accumulates dQ over the key tiles. Causal
 masks are bottom-right aligned and tiles no query sees are skipped, as in the forward.
+
+The dK/dV kernel can also do FlashAttention-2's single pass (``FUSE_DQ``): it already has
+each tile's :math:`dS`, so one more product, :math:`dS\,K`, is that key tile's share of
+:math:`dQ`, which it adds into a float32 buffer with atomic adds. Five products instead of
+seven (the dQ kernel recomputes :math:`S` and :math:`dP`), for :math:`L_k / B_N` atomic
+passes over dQ, summed in an order that varies from run to run (float32 rounding only).
 """
 
 from __future__ import annotations
@@ -49,9 +55,10 @@ def flash_bwd_delta_kernel(O, DO, DELTA, stride_ob, stride_oh, stride_om, stride
 
 @triton.jit
 def _dkdv_inner(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_qm, stride_dom, start, stop,
-                offs_n, offs_m, offs_d, qk_scale, LQ, HEAD_DIM, DIAG_OFFSET,
-                MASKED: tl.constexpr, BLOCK_M: tl.constexpr, PRECISION: tl.constexpr):
-    """Accumulate query tiles ``start, start + BLOCK_M, ... < stop`` into this key tile's dK, dV."""
+                offs_n, offs_m, offs_d, qk_scale, LQ, HEAD_DIM, DIAG_OFFSET, dq_ptrs, stride_dqm, sm_scale,
+                MASKED: tl.constexpr, BLOCK_M: tl.constexpr, PRECISION: tl.constexpr, FUSE_DQ: tl.constexpr):
+    """Accumulate query tiles ``start, start + BLOCK_M, ... < stop`` into this key tile's dK, dV (and with
+    ``FUSE_DQ``, add this key tile's share of each query tile's dQ into the float32 buffer at ``dq_ptrs``)."""
     for start_m in range(start, stop, BLOCK_M):
         rows = start_m + offs_m  # (BLOCK_M,) query indices
         row_mask = (rows[:, None] < LQ) & (offs_d[None, :] < HEAD_DIM)
@@ -67,21 +74,25 @@ def _dkdv_inner(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_qm, st
         dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M) = dP^T
         ds_t = p_t * (dp_t - delta[None, :])
         dk += tl.dot(ds_t.to(q.dtype), q, input_precision=PRECISION)  # dK += dS^T Q (scale applied at the end)
+        if FUSE_DQ:  # dQ += scale dS K for this key tile; keys past LK add nothing (their K rows load as zeros)
+            dq = tl.dot(tl.trans(ds_t.to(k.dtype)), k, input_precision=PRECISION) * sm_scale  # (BLOCK_M, BLOCK_D)
+            tl.atomic_add(dq_ptrs + start_m * stride_dqm, dq, mask=row_mask, sem="relaxed")
     return dk, dv
 
 
 @triton.jit(do_not_specialize=["LQ", "LK"])  # one compiled kernel for every length
 def _flash_bwd_dkdv_kernel(
-    Q, K, V, DO, DK, DV, LSE, DELTA,
+    Q, K, V, DO, DK, DV, LSE, DELTA, DQ,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_dob, stride_doh, stride_dom, stride_dod,
     stride_dkb, stride_dkh, stride_dkn, stride_dkd,
     stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+    stride_dqb, stride_dqh, stride_dqm, stride_dqd,
     H, HK, GROUP, LQ, LK, HEAD_DIM, sm_scale, qk_scale,
     CAUSAL: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FUSE_DQ: tl.constexpr = False,
 ):
     start_n = tl.program_id(0) * BLOCK_N
     off_bhk = tl.program_id(1)
@@ -116,12 +127,15 @@ def _flash_bwd_dkdv_kernel(
                    + offs_d[None, :] * stride_dod)
         lse_ptr = LSE + (off_b * H + off_h) * LQ
         delta_ptr = DELTA + (off_b * H + off_h) * LQ
+        # (float32 dQ buffer, read only with FUSE_DQ; without it the kernel is launched with DQ = DK)
+        dq_ptrs = (DQ + off_b * stride_dqb + off_h * stride_dqh + offs_m[:, None] * stride_dqm
+                   + offs_d[None, :] * stride_dqd)
         dk, dv = _dkdv_inner(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_qm, stride_dom,
                              lo, tl.minimum(full, LQ), offs_n, offs_m, offs_d, qk_scale, LQ, HEAD_DIM, diag,
-                             True, BLOCK_M, PRECISION)
+                             dq_ptrs, stride_dqm, sm_scale, True, BLOCK_M, PRECISION, FUSE_DQ)
         dk, dv = _dkdv_inner(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_qm, stride_dom,
                              full, LQ, offs_n, offs_m, offs_d, qk_scale, LQ, HEAD_DIM, diag,
-                             False, BLOCK_M, PRECISION)
+                             dq_ptrs, stride_dqm, sm_scale, False, BLOCK_M, PRECISION, FUSE_DQ)
 
     dk = dk * sm_scale
     dk_ptrs = (DK + off_b * stride_dkb + off_hk * stride_dkh + offs_n[:, None] * stride_dkn

@@ -244,12 +244,44 @@ def _backward_dkdv(q, k, v, do, lse, delta, causal: bool, scale: float, config: 
 
     kernel = flash_bwd_dkdv_kernel.fn if fixed else flash_bwd_dkdv_kernel
     kernel[grid](
-        q, k, v, do, dk, dv, lse, delta,
-        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
+        q, k, v, do, dk, dv, lse, delta, dk,  # (the dQ buffer is read only by the one-pass backward)
+        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(), *dk.stride(),
         h, hk, h // hk, lq, lk, d, scale, scale * _LOG2E,
         CAUSAL=causal, BLOCK_D=_block_d(d), PRECISION=_precision(q.dtype), **fixed,
     )
     return dk, dv
+
+
+# The one-pass backward's tiles the benchmark times: the dK/dV kernel's autotuned choice on an H200 (64x128,
+# whose registers spill) and the widest that does not spill without the extra product (32x128).
+ONE_PASS_CONFIGS = ((64, 128, 8, 3), (32, 128, 8, 3))
+
+
+def _backward_one_pass(q, k, v, o, lse, do, causal: bool, scale: float, config: tuple = ONE_PASS_CONFIGS[0]):
+    """dQ, dK, dV in FlashAttention-2's single pass: the dK/dV kernel also adds each key tile's share of dQ
+    into a float32 buffer with atomic adds (five products where :func:`_backward` computes seven).
+
+    Experimental (the benchmark's backward breakdown times it against :func:`_backward`): one fixed
+    ``config``, since an autotuner would run the kernel several times into the same buffer.
+    """
+    do = do if do.stride(-1) == 1 else do.contiguous()
+    delta = _backward_delta(o, do)
+    b, h, lq, d = q.shape
+    hk, lk = k.shape[1], k.shape[2]
+    dk, dv = torch.empty_like(k), torch.empty_like(v)
+    dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
+    fixed = _fixed(config)
+
+    def grid(meta):
+        return (triton.cdiv(lk, meta["BLOCK_N"]), b * hk)
+
+    flash_bwd_dkdv_kernel.fn[grid](
+        q, k, v, do, dk, dv, lse, delta, dq,
+        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(), *dq.stride(),
+        h, hk, h // hk, lq, lk, d, scale, scale * _LOG2E,
+        CAUSAL=causal, BLOCK_D=_block_d(d), PRECISION=_precision(q.dtype), FUSE_DQ=True, **fixed,
+    )
+    return dq.to(q.dtype), dk, dv
 
 
 def _backward_dq(q, k, v, do, lse, delta, causal: bool, scale: float, config: Optional[tuple] = None):

@@ -271,10 +271,11 @@ def compile_report(launch: Callable[[], object], *, arch: int = 90, all_configs:
     return compiler.rows
 
 
-FLASH_KERNELS = ("portable", "tma", "dkdv", "dq", "ws", "dkdv-ws", "gluon", "gluon-ws", "gluon-pingpong")  # the
-# forward kernels, the backward's dK/dV and dQ, the experimental Hopper kernels (not causal):
-# attnlib.kernels._flash_fwd_ws and ._flash_bwd_ws, and the experimental Gluon forwards
-# (attnlib.kernels._flash_fwd_gluon, ._flash_fwd_gluon_ws, ._flash_fwd_gluon_pingpong)
+FLASH_KERNELS = ("portable", "tma", "dkdv", "dq", "ws", "dkdv-ws", "gluon", "gluon-ws", "gluon-pingpong",
+                 "one-pass")  # the forward kernels, the backward's dK/dV and dQ, the experimental Hopper kernels
+# (not causal): attnlib.kernels._flash_fwd_ws and ._flash_bwd_ws, the experimental Gluon forwards
+# (attnlib.kernels._flash_fwd_gluon, ._flash_fwd_gluon_ws, ._flash_fwd_gluon_pingpong), and the experimental
+# one-pass backward (flash._backward_one_pass: the dK/dV kernel adding dQ with atomic adds)
 
 
 def gluon_forwards() -> dict:
@@ -299,7 +300,8 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
     the 4-warp one warp-specialised), ``"gluon"`` (the experimental Gluon forward: ``GLUON_CONFIGS``,
     lengths whole tiles, causal only with square tiles), ``"gluon-ws"`` (the same with a loader warp:
     ``GLUON_WS_CONFIGS``), ``"gluon-pingpong"`` (and two consumer warp groups taking turns:
-    ``GLUON_PINGPONG_CONFIGS``). ``configs`` (``(BLOCK_M, BLOCK_N,
+    ``GLUON_PINGPONG_CONFIGS``), ``"one-pass"`` (the dK/dV kernel adding dQ with atomic adds:
+    ``flash.ONE_PASS_CONFIGS``). ``configs`` (``(BLOCK_M, BLOCK_N,
     num_warps, num_stages)`` tuples) replaces the kernel's autotuning space, to ask about tiles
     it does not hold; every configuration is compiled, and ``kept_by_pruning`` says which ones
     the autotuner would time. A fifth number in a tuple caps the registers per thread (``maxnreg``).
@@ -342,6 +344,14 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
                 row.update(BLOCK_M=config[0], BLOCK_N=config[1], num_warps=config[2])
             rows += new
         return rows
+    if kernel == "one-pass":  # the dK/dV kernel adding dQ with atomic adds: fixed configurations, no tuner
+        rows = []
+        for config in configs or flash.ONE_PASS_CONFIGS:
+            def launch(c=tuple(config)):
+                return flash._backward_one_pass(q, k, v, q, lse, q, causal, scale, config=c)  # o, dO of q's shape
+            rows += compile_report(launch, arch=arch, case="flash backward (one-pass)", head_dim=head_dim,
+                                   dtype=dtype)
+        return [row for row in rows if row["kernel"] != "flash_bwd_delta_kernel"]
     if kernel == "dkdv-ws":
         from ._flash_bwd_ws import DKDV_WS_CONFIGS, dkdv_ws
 
