@@ -201,9 +201,11 @@ def test_ladder_logic_runs_in_the_interpreter(monkeypatch):
     steps = [("portable 16x32, 4 warps, 2 stages", "portable", (16, 32, 4, 2)),
              ("portable, autotuned", "portable", None),
              ("TMA 32x16, 4 warps, 2 stages", "tma", (32, 16, 4, 2))]
+    saved = []
     rows = time_ladder((24,), head_dim=16, dtype=torch.float32, timer=cpu_timer, device="cpu", steps=steps,
-                       tokens=48, model_dim=32)  # B=2, H=2
+                       tokens=48, model_dim=32, progress=saved.append)  # B=2, H=2
     assert [r["step"] for r in rows] == [*(name for name, _, _ in steps), "SDPA cuDNN", "SDPA flash"] * 2
+    assert [len(s) for s in saved] == [len(rows) // 2, len(rows)] and saved[-1] == rows  # after each mask
     assert {r["causal"] for r in rows} == {False, True} and {(r["batch"], r["heads"]) for r in rows} == {(2, 2)}
     for r in rows:
         assert (r["tflops"] is None) == (r["error"] is not None)

@@ -221,12 +221,13 @@ LADDER = (
 
 def time_ladder(seq_lens=(4096, 16384), head_dim: int = 128, *, warmup: int = 20, rep: int = 60,
                 dtype=torch.bfloat16, timer=bench_ms, device="cuda", steps=LADDER, tokens: int = TOKENS,
-                model_dim: int = MODEL_DIM) -> list[dict]:
+                model_dim: int = MODEL_DIM, progress=None) -> list[dict]:
     """Forward TFLOP/s of each :data:`LADDER` step and of SDPA (cuDNN, flash), causal and not, in one run.
 
     Each output is compared with each SDPA backend's that ran (``rel_error_vs_sdpa_cudnn``,
     ``rel_error_vs_sdpa_flash``); a step that cannot run here (no TMA off Hopper, no cuDNN on a
-    CPU) is recorded with its error.
+    CPU) is recorded with its error. ``progress(rows)``, if given, gets the rows so far after each
+    length and mask (the flash suite saves them: a step that hangs then costs only the rows after it).
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -257,6 +258,8 @@ def time_ladder(seq_lens=(4096, 16384), head_dim: int = 128, *, warmup: int = 20
                 for ref in ("SDPA cuDNN", "SDPA flash"):
                     if ref in outputs and row["step"] in outputs:
                         row["rel_error_vs_" + ref.lower().replace(" ", "_")] = _rel(outputs[row["step"]], outputs[ref])
+            if progress is not None:
+                progress(list(rows))
         del q, k, v
         if torch.device(device).type == "cuda":
             torch.cuda.empty_cache()
@@ -597,7 +600,8 @@ def run(quick: bool = False, checkpoint=None) -> dict:
     save(experimental_kernels=tried)
     # First the ladder (a few seconds): how each step of the forward moves it, at the target's shapes, and at
     # N=1024, where the first run's grid had the TMA kernel at 0.76x the portable one (a row to re-measure).
-    ladder = time_ladder((4096,) if quick else (4096, 16384, 1024), warmup=warmup, rep=rep) if correct else []
+    ladder = time_ladder((4096,) if quick else (4096, 16384, 1024), warmup=warmup, rep=rep,
+                         progress=lambda rows: save(ladder=rows)) if correct else []
     for line in ladder_lines(ladder):
         print("[attnlib.bench] ladder", line, flush=True)
     # An experimental forward that beat the default one in the ladder (correct, at 4k and 16k) is timed over
