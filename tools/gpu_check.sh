@@ -69,7 +69,7 @@ $PY -c "import jupytext" 2>/dev/null && tests="$tests tests/test_kernel_labs_agr
 # pytest-xdist (the image has it) four processes compile side by side. Their output goes to its own file
 # and into run.log after the compile step's; nothing here is timed, so the two share the machine.
 xdist=""; $PY -c "import xdist" 2>/dev/null && xdist="-n 4"
-( ATTNLIB_FLASH_AUTOTUNE=0 timeout 150 $PY -m pytest -q -p no:cacheprovider -o addopts="-ra" $xdist $tests \
+( ATTNLIB_FLASH_AUTOTUNE=0 timeout 180 $PY -m pytest -q -p no:cacheprovider -o addopts="-ra" $xdist $tests \
     >"$scratch/kernel-tests.txt" 2>&1; echo $? >"$scratch/kernel-tests.rc" ) &
 tests_pid=$!
 
