@@ -71,9 +71,11 @@ def _impl(name: str, experimental=None):
     if name == EXPERIMENTAL:
         _, kind, config = experimental
 
-        def attend_experimental(q, k, v, causal):
-            forward = _experimental_forward(kind, config, q, k, causal)
-            return _WithAttnlibBackward.apply(q, k, v, causal, partial(forward, config=config))
+        def attend_experimental(q, k, v, causal):  # flash_attention's autograd Function, this forward in it
+            from ..kernels import flash
+
+            forward = partial(_experimental_forward(kind, config, q, k, causal), config=config)
+            return flash._FlashAttention.apply(q, k, v, causal, q.shape[-1] ** -0.5, forward)
 
         return attend_experimental, contextlib.nullcontext()
     if name in OURS:
@@ -345,25 +347,6 @@ def best_experimental(ladder: list[dict], steps=LADDER, lengths=(4096, 16384)):
 
 _DEFAULT_STEP = "TMA, autotuned (the default on Hopper)"
 EXPERIMENTAL = "attnlib_flash_experimental"  # in the grid: best_experimental's forward, attnlib's backward
-
-
-class _WithAttnlibBackward(torch.autograd.Function):
-    """An experimental forward with attnlib's backward (from its output and base-2 log-sum-exp)."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, causal: bool, forward):
-        scale = q.shape[-1] ** -0.5
-        o, lse = forward(q, k, v, causal, scale)
-        ctx.save_for_backward(q, k, v, o, lse)
-        ctx.causal, ctx.scale = causal, scale
-        return o
-
-    @staticmethod
-    def backward(ctx, do):
-        from ..kernels import flash
-
-        q, k, v, o, lse = ctx.saved_tensors
-        return (*flash._backward(q, k, v, o, lse, do, ctx.causal, ctx.scale), None, None)
 
 
 # The backward, one kernel at a time (what lab 17 builds), at the forward ladder's first shape.

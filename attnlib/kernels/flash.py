@@ -128,9 +128,12 @@ def _forward(q, k, v, causal: bool, scale: float, kernel: str = "auto"):
     """q (B, H, Lq, D), k/v (B, Hk, Lk, D) -> o (B, H, Lq, D), lse2 (B*H, Lq) float32 (base 2).
 
     ``kernel="auto"`` takes the TMA kernel where it is available (and falls back to the portable
-    one, for good, if it fails to compile); ``"tma"`` and ``"portable"`` force one of them.
+    one, for good, if it fails to compile); ``"tma"`` and ``"portable"`` force one of them; a callable
+    ``(q, k, v, causal, scale) -> (o, lse2)`` is run as it is (the benchmark's experimental forwards).
     """
     global _TMA_FAILURE
+    if callable(kernel):
+        return kernel(q, k, v, causal, scale)
     if kernel == "tma" or (kernel == "auto" and _TMA_FAILURE is None and _tma_available(q)):
         try:
             return _forward_tma(q, k, v, causal, scale)
