@@ -313,6 +313,70 @@ def test_a_fixed_backward_configuration_is_the_one_launched(monkeypatch):
     assert tuple(launches["dq"][1](launches["dq"][0])) == (2, 2)
 
 
+@pytest.mark.skipif(CUDA, reason="the interpreter runs the warp-specialised forward at 16x16 tiles; "
+                    "on a GPU the benchmark times the experimental forwards")
+def test_auto_takes_a_promoted_experimental_forward_only_where_it_handles_the_inputs(monkeypatch):
+    """With an experimental forward named the Hopper default, "auto" runs it for whole tiles (with
+    flash_attention's own backward), the TMA kernel for the rest, and the TMA kernel for good once it fails."""
+    from attnlib.kernels import _flash_experimental, _flash_fwd_ws, flash
+
+    if flash.TensorDescriptor is None:
+        pytest.skip("this Triton has no triton.tools.tensor_descriptor")
+    ran = []
+
+    def spy(name, original):
+        def run(*args, **kwargs):
+            ran.append(name)
+            return original(*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(flash, "_tma_available", lambda q: True)  # as on a Hopper GPU
+    monkeypatch.setattr(flash, "_EXPERIMENTAL_FAILURE", None)
+    monkeypatch.setattr(_flash_experimental, "HOPPER_FORWARD", ("ws", (16, 16, 4, 2)))
+    monkeypatch.setattr(_flash_fwd_ws, "flash_fwd_ws", spy("ws", _flash_fwd_ws.flash_fwd_ws))
+    monkeypatch.setattr(flash, "_forward_tma", spy("tma", flash._forward_tma))
+    _check(1, 4, 2, 32, 48, 64, False, torch.float16, seed=11)  # whole 16-row tiles, grouped K/V heads
+    assert ran == ["ws"]
+    _check(1, 2, 2, 32, 32, 64, True, torch.float16, seed=12, grads=False)  # causal: not this kernel's
+    _check(1, 2, 2, 37, 48, 64, False, torch.float16, seed=13, grads=False)  # a ragged query tile
+    _check(1, 2, 2, 32, 48, 40, False, torch.float16, seed=14, grads=False)  # head dim 40
+    assert ran == ["ws", "tma", "tma", "tma"]
+    q, k, v = _inputs(1, 2, 2, 32, 48, 64, torch.float16, seed=15)
+    flash_attention(q, k, v, kernel="tma")
+    flash_attention(q, k, v, kernel="portable")
+    assert ran == ["ws"] + ["tma"] * 4  # an explicit kernel is that kernel
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no warp specialisation here")
+
+    monkeypatch.setattr(_flash_fwd_ws, "flash_fwd_ws", broken)
+    with pytest.warns(RuntimeWarning, match=r"experimental forward ws \(16, 16, 4, 2\) failed"):
+        out = flash_attention(q, k, v)
+    _assert_close(out, _reference(q, k, v, False)[0], TOL[torch.float16], "the TMA kernel after the failure")
+    assert flash._EXPERIMENTAL_FAILURE == "RuntimeError: no warp specialisation here"
+    monkeypatch.setattr(_flash_fwd_ws, "flash_fwd_ws", spy("ws", _flash_fwd_ws.flash_fwd_ws))
+    flash_attention(q, k, v)  # not tried again
+    assert ran == ["ws"] + ["tma"] * 6
+
+
+def test_experimental_forwards_say_what_they_do_not_handle():
+    from attnlib.kernels import _flash_experimental
+
+    q, k, v = _inputs(1, 4, 2, 256, 256, 128, torch.float16, seed=0)
+    assert _flash_experimental.unhandled("ws", (128, 64, 4, 3), q, k, v, False) == []
+    assert "causal=True" in " ".join(_flash_experimental.unhandled("ws", (128, 64, 4, 3), q, k, v, True))
+    problems = _flash_experimental.unhandled("ws", (128, 64, 4, 3), q[:, :, :200], k, v, False)
+    assert problems and "Lq=200" in problems[0]
+    with pytest.raises(ValueError, match="kind must be one of"):
+        _flash_experimental.unhandled("fast", (128, 64, 4, 3), q, k, v, False)
+    pytest.importorskip("triton.experimental.gluon")
+    assert _flash_experimental.unhandled("gluon", (128, 128, 8, 2), q, k, v, True) == []  # square tiles: causal
+    assert "square" in " ".join(_flash_experimental.unhandled("gluon", (128, 64, 8, 3), q, k, v, True))
+    assert "BLOCK_M=128 and num_warps=8" in " ".join(
+        _flash_experimental.unhandled("gluon-pingpong", (128, 128, 4, 2), q, k, v, False))
+    assert set(_flash_experimental.gluon_forwards()) == set(_flash_experimental.KINDS) - {"ws"}
+
+
 def test_kernel_argument_is_checked():
     q, k, v = _inputs(1, 1, 1, 4, 4, 16, torch.float32, seed=0)
     with pytest.raises(ValueError, match="kernel must be one of"):

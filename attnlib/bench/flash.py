@@ -37,6 +37,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..kernels import _flash_experimental
 from . import canary
 from .flops import attention_flops
 from .timing import attention_tflops, bench_ms
@@ -74,7 +75,7 @@ def _impl(name: str, experimental=None):
         def attend_experimental(q, k, v, causal):  # flash_attention's autograd Function, this forward in it
             from ..kernels import flash
 
-            forward = partial(_experimental_forward(kind, config, q, k, causal), config=config)
+            forward = _experimental_forward(kind, config, q, k, v, causal)
             return flash._FlashAttention.apply(q, k, v, causal, q.shape[-1] ** -0.5, forward)
 
         return attend_experimental, contextlib.nullcontext()
@@ -299,33 +300,25 @@ def _ladder_step(kernel: str, config, q, k, v, causal: bool):
         if kernel == "tma" and flash._TMA_FAILURE is not None:  # failed to compile or the check: not timed
             raise RuntimeError(f"the TMA kernel is off: {flash._TMA_FAILURE[:150]}")
         if kernel in EXPERIMENTAL_KINDS:
-            forward = _experimental_forward(kernel, config, q, k, causal)
-        else:
-            forward = {"tma": flash._forward_tma, "portable": flash._forward_portable}[kernel]
+            return _experimental_forward(kernel, config, q, k, v, causal)(q, k, v, causal, scale)[0]
+        forward = {"tma": flash._forward_tma, "portable": flash._forward_portable}[kernel]
         return forward(q, k, v, causal, scale, config)[0]
 
     return step
 
 
-EXPERIMENTAL_KINDS = ("ws", "gluon", "gluon-ws", "gluon-pingpong")  # the forwards flash_attention does not use
+EXPERIMENTAL_KINDS = _flash_experimental.KINDS  # the forwards flash_attention does not use (yet)
 
 
-def _experimental_forward(kind: str, config, q, k, causal: bool):
-    """The experimental forward of ``kind`` (``(q, k, v, causal, scale, config) -> (o, lse2)``), or an error
-    saying why it does not run here: a shape it does not handle (causal, lengths off its tiles), or a
-    failure in the canary's child process."""
-    if kind == "ws":
-        from ..kernels import _flash_fwd_ws
-
-        _flash_fwd_ws.check_ws_supported(q, k, causal, config[0], config[1])
-        canary.gate("ws", config, True)
-        return _flash_fwd_ws.flash_fwd_ws
-    from ..kernels import _flash_fwd_gluon  # (imported here: Hopper only)
-    from ..kernels.resources import gluon_forwards
-
-    _flash_fwd_gluon.check_gluon_supported(q, k, causal, config[0], config[1])
-    canary.gate(kind, config, False)
-    return gluon_forwards()[kind][0]
+def _experimental_forward(kind: str, config, q, k, v, causal: bool):
+    """The experimental forward of ``kind`` at ``config`` (``(q, k, v, causal, scale) -> (o, lse2)``), or an
+    error saying why it does not run here: a shape it does not handle (causal, lengths off its tiles), or
+    a failure in the canary's child process."""
+    problems = _flash_experimental.unhandled(kind, config, q, k, v, causal)
+    if problems:
+        raise ValueError(f"the experimental forward {kind} does not handle " + "; ".join(problems))
+    canary.gate(kind, config, kind == "ws")
+    return _flash_experimental.forward(kind, config)
 
 
 def best_experimental(ladder: list[dict], steps=LADDER, lengths=(4096, 16384)):

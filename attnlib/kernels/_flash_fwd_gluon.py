@@ -38,7 +38,8 @@ Gluon kernels do not run under ``TRITON_INTERPRET``: this one is compiled for sm
 by the tests (``tests/test_kernels_flash_gluon.py``: wgmma, no spill, exponentials placed while
 a product is in flight, ``resources.exp2_during_mma``) and its results are checked on a GPU only,
 against attnlib's descriptor kernel, by the benchmark's child process before it is timed
-(``attnlib.bench.canary.gluon_errors``). :func:`attnlib.kernels.flash_attention` does not use it.
+(``attnlib.bench.canary.gluon_errors``). :func:`attnlib.kernels.flash_attention` uses it only once a
+measured run names it the Hopper default (:mod:`._flash_experimental`).
 :mod:`._flash_fwd_gluon_ws` is the same loop with a warp that only loads.
 """
 

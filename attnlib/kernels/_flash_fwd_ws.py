@@ -11,7 +11,8 @@ for a loop marked ``tl.range(..., warp_specialize=True)`` on sm_90 (Meta's pass,
 Compiled for sm_90 with 4 warps per program (``tools/compile_kernels.py``; no GPU needed),
 the kernel becomes 12 warps with register reallocation; with 8 warps the pass leaves it
 alone. Whether it is faster is for a GPU to say: the benchmark's forward ladder times it
-(``attnlib.bench.flash.LADDER``), and :func:`attnlib.kernels.flash_attention` does not use it.
+(``attnlib.bench.flash.LADDER``); :func:`attnlib.kernels.flash_attention` uses it only once a measured
+run names it the Hopper default (:mod:`._flash_experimental`).
 
 Scope, kept small on purpose: not causal (the pass handles one unmasked loop), float16 or
 bfloat16, head dim 64 or 128, and lengths that are whole multiples of the tiles (so no tile

@@ -34,6 +34,7 @@ import torch
 import triton
 
 from ..validation import check_tensor, resolve_scale
+from . import _flash_experimental
 from ._flash_bwd import flash_bwd_delta_kernel, flash_bwd_dkdv_kernel, flash_bwd_dq_kernel
 from ._flash_config import INTERPRET
 from ._flash_fwd import flash_fwd_kernel
@@ -46,6 +47,7 @@ _LOG2E = 1.4426950408889634
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _KERNELS = ("auto", "portable", "tma")
 _TMA_FAILURE: Optional[str] = None  # set once if the TMA kernel fails to compile here; then "auto" stops trying
+_EXPERIMENTAL_FAILURE: Optional[str] = None  # the same for _flash_experimental.HOPPER_FORWARD, if one is set
 
 
 def _check_inputs(q, k, v) -> None:
@@ -128,12 +130,18 @@ def _forward(q, k, v, causal: bool, scale: float, kernel: str = "auto"):
     """q (B, H, Lq, D), k/v (B, Hk, Lk, D) -> o (B, H, Lq, D), lse2 (B*H, Lq) float32 (base 2).
 
     ``kernel="auto"`` takes the TMA kernel where it is available (and falls back to the portable
-    one, for good, if it fails to compile); ``"tma"`` and ``"portable"`` force one of them; a callable
+    one, for good, if it fails to compile), or before it the experimental forward named by
+    :data:`._flash_experimental.HOPPER_FORWARD` where one is named and handles the inputs (see
+    :func:`_promoted_forward`); ``"tma"`` and ``"portable"`` force one of them; a callable
     ``(q, k, v, causal, scale) -> (o, lse2)`` is run as it is (the benchmark's experimental forwards).
     """
     global _TMA_FAILURE
     if callable(kernel):
         return kernel(q, k, v, causal, scale)
+    if kernel == "auto":
+        promoted = _promoted_forward(q, k, v, causal, scale)
+        if promoted is not None:
+            return promoted
     if kernel == "tma" or (kernel == "auto" and _TMA_FAILURE is None and _tma_available(q)):
         try:
             return _forward_tma(q, k, v, causal, scale)
@@ -144,6 +152,26 @@ def _forward(q, k, v, causal: bool, scale: float, kernel: str = "auto"):
             warnings.warn(f"attnlib: the TMA FlashAttention kernel failed ({_TMA_FAILURE[:300]}); "
                           "using the portable kernel from now on", RuntimeWarning, stacklevel=3)
     return _forward_portable(q, k, v, causal, scale)
+
+
+def _promoted_forward(q, k, v, causal: bool, scale: float):
+    """``(o, lse2)`` of the experimental Hopper forward :data:`._flash_experimental.HOPPER_FORWARD`, or None
+    where none is named, this is not a GPU that runs the TMA kernel, the forward does not handle these
+    inputs (whole tiles only, for instance), or it has failed here before (a warning says so, once)."""
+    global _EXPERIMENTAL_FAILURE
+    choice = _flash_experimental.HOPPER_FORWARD
+    if choice is None or _EXPERIMENTAL_FAILURE is not None or not _tma_available(q):
+        return None
+    kind, config = choice
+    if _flash_experimental.unhandled(kind, config, q, k, v, causal):
+        return None
+    try:
+        return _flash_experimental.forward(kind, config)(q, k, v, causal, scale)
+    except Exception as e:  # noqa: BLE001 - this Triton or GPU cannot run it: the TMA kernel from now on
+        _EXPERIMENTAL_FAILURE = f"{type(e).__name__}: {e}"
+        warnings.warn(f"attnlib: the experimental forward {kind} {config} failed ({_EXPERIMENTAL_FAILURE[:300]}); "
+                      "using the TMA kernel from now on", RuntimeWarning, stacklevel=4)
+        return None
 
 
 def _fixed(config: Optional[tuple]) -> dict:
@@ -342,7 +370,8 @@ def flash_attention(
         causal: bottom-right aligned causal mask (query ``i`` sees key ``j <= i + Lk - Lq``).
         scale: score scale, default ``1/sqrt(D)``.
         kernel: forward kernel: ``"auto"`` (tensor-descriptor/TMA kernel on Hopper GPUs where
-            Triton has it, else the portable one), ``"portable"`` or ``"tma"``.
+            Triton has it, else the portable one; an experimental Hopper forward once a measured
+            run has made it the default, see :mod:`._flash_experimental`), ``"portable"`` or ``"tma"``.
 
     Returns:
         ``(..., Hq, Lq, D)`` in the dtype of ``q``; differentiable in q, k and v.
