@@ -79,6 +79,7 @@ def test_a_flash_run_stopped_by_its_time_limit_leaves_what_it_measured(tmp_path,
     assert main(["--suite", "flash", "--out", str(tmp_path)]) == 0
     saved = json.loads((tmp_path / "flash.json").read_text())
     assert saved["complete"] is True and saved["forward_kernel"] == "tma" and len(saved["rows"]) == 10
+    assert saved["hopper_forward"] is None and saved["experimental_failure"] is None  # no experimental default
 
 
 def test_tflops_and_grid():

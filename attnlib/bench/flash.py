@@ -568,7 +568,7 @@ def run(quick: bool = False, checkpoint=None) -> dict:
     tma = _tma_on()
     impls = (IMPLS + ("attnlib_flash_portable",) if tma else IMPLS) if correct else IMPLS[1:]
     save(kernel_correct=correct, forward_kernel="tma" if tma else "portable", tma_failure=flash_module._TMA_FAILURE,
-         correctness=correctness)
+         hopper_forward=_flash_experimental.HOPPER_FORWARD, correctness=correctness)
     # The experimental kernels run once in child processes first (side by side, at most 40% of the budget):
     # a hang or an abort costs a child only.
     tried = canary.run_in_child(budget_s=0.4 * budget_s) if correct else {}
@@ -608,6 +608,10 @@ def run(quick: bool = False, checkpoint=None) -> dict:
         # (the TMA kernel may have been switched off since the check: a launch that failed falls back)
         "forward_kernel": "tma" if _tma_on() else "portable",
         "tma_failure": flash_module._TMA_FAILURE,
+        # the experimental forward flash_attention runs before the TMA kernel where it handles a shape (None:
+        # none is named), and why it stopped doing so if it failed (then the TMA kernel ran from there on)
+        "hopper_forward": _flash_experimental.HOPPER_FORWARD,
+        "experimental_failure": flash_module._EXPERIMENTAL_FAILURE,
         # the forward output at every timed shape against each SDPA backend's, relative error in norm
         "max_rel_error_vs_sdpa": _max_error(rows),
         "correctness": correctness,
