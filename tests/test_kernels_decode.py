@@ -151,6 +151,25 @@ def test_bad_input_names_the_argument():
         flash_decode(q, k, v, block_n=24)
 
 
+def test_lengths_out_of_range_are_clamped_where_the_host_cannot_check_them(monkeypatch):
+    """While a CUDA graph is captured the lengths are not read back: the kernel clamps them to [0, Lmax]
+    and reads no key past the buffer (poisoned past Lmax here, through a view of a longer cache)."""
+    from attnlib.kernels import decode
+
+    g = torch.Generator().manual_seed(8)
+    q, k_all, v_all = rand(3, 4, 1, 8, gen=g), rand(3, 2, 40, 8, gen=g), rand(3, 2, 40, 8, gen=g)
+    k_all[:, :, 30:], v_all[:, :, 30:] = float("nan"), float("nan")
+    k, v = k_all[:, :, :30], v_all[:, :, :30]  # Lmax = 30; the NaN keys lie just past the view
+    lens = torch.tensor([-5, 12, 99], device=DEVICE)
+    with pytest.raises(ValueError, match=r"cache_lens must lie in \[0, Lmax=30\]"):
+        flash_decode(q, k, v, lens)
+    monkeypatch.setattr(decode, "_capturing", lambda t: True)
+    out = flash_decode(q, k, v, lens, num_splits=2)
+    clamped = torch.tensor([0, 12, 30], device=DEVICE)
+    assert not out.isnan().any()
+    torch.testing.assert_close(out, flash_decode(q, k, v, clamped, num_splits=2), rtol=0, atol=0)
+
+
 def test_bytes_and_default_splits():
     q, k, v = torch.randn(8, 32, 1, 128).half(), torch.randn(8, 8, 64, 128).half(), torch.randn(8, 8, 64, 128).half()
     # K and V: 8 batches x 8 heads x 64 keys x 128 dims x 2 tensors x 2 bytes, plus q and out.

@@ -73,8 +73,8 @@ def _decode_split_kernel(
     hkv = pid_bh % Hkv
 
     # The valid keys of this batch, and this program's chunk of them.
-    if HAS_LENS:
-        seq_len = tl.load(LENS + b).to(tl.int32)
+    if HAS_LENS:  # clamped to [0, Lmax]: the host checks the lengths, except during CUDA graph capture
+        seq_len = tl.minimum(tl.maximum(tl.load(LENS + b).to(tl.int32), 0), Lmax)
     else:
         seq_len = Lmax
     lo = pid_s * split_len
@@ -208,8 +208,16 @@ def _check_inputs(q, k_cache, v_cache, cache_lens):
             raise ValueError(f"cache_lens must have shape (B,) = ({bq},), got {tuple(cache_lens.shape)}")
         if cache_lens.device != q.device:
             raise ValueError(f"cache_lens must be on {q.device}, got {cache_lens.device}")
-        if bq and (int(cache_lens.min()) < 0 or int(cache_lens.max()) > lmax):
-            raise ValueError(f"cache_lens must lie in [0, Lmax={lmax}], got {cache_lens.tolist()}")
+        if bq and not _capturing(cache_lens):  # one read back to the host (a synchronisation on a GPU)
+            low, high = (int(x) for x in torch.aminmax(cache_lens))
+            if low < 0 or high > lmax:
+                raise ValueError(f"cache_lens must lie in [0, Lmax={lmax}], got {cache_lens.tolist()}")
+
+
+def _capturing(t: torch.Tensor) -> bool:
+    """Whether a CUDA graph is being captured on ``t``'s device, where reading ``t`` back is not allowed: the
+    lengths are then not checked on the host, and the kernel clamps them to ``[0, Lmax]``."""
+    return t.is_cuda and torch.cuda.is_current_stream_capturing()
 
 
 def flash_decode(
@@ -232,7 +240,9 @@ def flash_decode(
             key/value head ``h // (Hq // Hkv)``.
         v_cache: ``(B, Hkv, Lmax, dv)`` cached values.
         cache_lens: optional ``(B,)`` integer tensor: batch ``b`` uses keys ``0 .. cache_lens[b]-1``;
-            ``None`` means all ``Lmax``.
+            ``None`` means all ``Lmax``. Checked to lie in ``[0, Lmax]`` by reading it back to the
+            host once per call (a synchronisation on a GPU), except while a CUDA graph is being
+            captured (reading back is not allowed there): then the kernel clamps it to ``[0, Lmax]``.
         causal: the ``Lq`` queries are the *last* ``Lq`` tokens of each cache (bottom-right
             aligned): query ``i`` sees key ``j`` iff ``j <= i + cache_lens[b] - Lq``.
             Without it every query sees every valid key.
