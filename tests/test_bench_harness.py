@@ -51,6 +51,7 @@ def test_a_flash_run_stopped_by_its_time_limit_leaves_what_it_measured(tmp_path,
                  **{k: shape[k] for k in ("seq_len", "head_dim", "causal")}} for i in impls]
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(flash, "require_bf16_gpu", lambda suite: None)
     monkeypatch.setattr(env, "machine_info", lambda: {"gpu": "stand-in"})
     monkeypatch.setattr(flash, "check_correctness", lambda: [{"passed": True}])
     monkeypatch.setattr(flash, "_tma_on", lambda: True)
@@ -80,6 +81,21 @@ def test_a_flash_run_stopped_by_its_time_limit_leaves_what_it_measured(tmp_path,
     saved = json.loads((tmp_path / "flash.json").read_text())
     assert saved["complete"] is True and saved["forward_kernel"] == "tma" and len(saved["rows"]) == 10
     assert saved["hopper_forward"] is None and saved["experimental_failure"] is None  # no experimental default
+
+
+def test_a_gpu_without_bfloat16_gets_a_clear_refusal(monkeypatch):
+    """Colab's free T4 (compute capability 7.5) has no bfloat16 matrix units: each suite says so by name."""
+    from attnlib.bench import block_sparse, decode, env, flash
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    assert not env.bf16_gpu()
+    for suite, module in (("flash", flash), ("decode", decode), ("block-sparse", block_sparse)):
+        with pytest.raises(RuntimeError, match=f"the {suite} benchmark runs in bfloat16.*Tesla T4 is 7.5"):
+            module.run(quick=True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 9))  # an L4
+    assert env.bf16_gpu()
 
 
 def test_tflops_and_grid():

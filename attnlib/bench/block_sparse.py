@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .env import require_bf16_gpu
 from .timing import attention_tflops, bench_ms
 
 __all__ = ["run", "random_block_mask", "plot"]
@@ -37,8 +38,7 @@ def _rel(a, b) -> float:
 
 def run(quick: bool = False) -> dict:
     """Measure on the current CUDA device; JSON-able results (``rows``, ``checks``)."""
-    if not torch.cuda.is_available():
-        raise RuntimeError("the block-sparse benchmark times CUDA kernels: no CUDA device is available")
+    require_bf16_gpu("block-sparse")
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from ..kernels import block_sparse_attention

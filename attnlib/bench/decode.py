@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .env import require_bf16_gpu
 from .timing import bench_ms
 
 __all__ = ["run", "grid", "copy_bandwidth_tb_s", "check_correctness", "ratios", "ratio_lines", "plot", "IMPLS"]
@@ -150,8 +151,7 @@ def ratio_lines(table: list[dict]) -> list[str]:
 
 def run(quick: bool = False) -> dict:
     """Measure the grid on the current CUDA device; JSON-able results (``rows``, ``ratios``, ``checks``)."""
-    if not torch.cuda.is_available():
-        raise RuntimeError("the decode benchmark times CUDA kernels: no CUDA device is available")
+    require_bf16_gpu("decode")
     checks = check_correctness()
     copy_tb_s = copy_bandwidth_tb_s()
     correct = all(c["passed"] for c in checks)

@@ -8,7 +8,7 @@ import subprocess
 
 import torch
 
-__all__ = ["machine_info"]
+__all__ = ["machine_info", "bf16_gpu", "require_bf16_gpu"]
 
 
 def _driver_version() -> str | None:
@@ -49,3 +49,20 @@ def machine_info() -> dict:
         cap = torch.cuda.get_device_capability(0)
         info["compute_capability"] = f"{cap[0]}.{cap[1]}"
     return info
+
+
+def bf16_gpu() -> bool:
+    """Whether a CUDA GPU is here that multiplies bfloat16 natively (compute capability 8.0 or newer: A100,
+    L4, H100/H200, ...; not Colab's free T4, 7.5), as the benchmarks' bfloat16 kernels need."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
+
+
+def require_bf16_gpu(suite: str) -> None:
+    """Raise a RuntimeError naming the GPU if the ``suite`` benchmark (bfloat16 throughout) cannot run here."""
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"the {suite} benchmark times CUDA kernels: no CUDA GPU is available")
+    if not bf16_gpu():
+        major, minor = torch.cuda.get_device_capability()
+        raise RuntimeError(f"the {suite} benchmark runs in bfloat16, which needs a GPU of compute capability 8.0 or "
+                           f"newer; this {torch.cuda.get_device_name()} is {major}.{minor} (its stored results "
+                           "are in attnlib/bench/results/)")

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from ..kernels import _flash_experimental
 from . import canary
+from .env import require_bf16_gpu
 from .flops import attention_flops
 from .timing import attention_tflops, bench_ms
 
@@ -537,8 +538,7 @@ def run(quick: bool = False, checkpoint=None) -> dict:
     a run stopped by a time limit still leaves what it measured (``python -m attnlib.bench`` writes each
     checkpoint to the suite's JSON file).
     """
-    if not torch.cuda.is_available():
-        raise RuntimeError("the flash benchmark needs a CUDA GPU")
+    require_bf16_gpu("flash")
     budget_s = float(os.environ.get("ATTNLIB_BENCH_FLASH_BUDGET_S", "120" if quick else "220"))
     warmup, rep = (10, 30) if quick else (20, 60)
     start = time.perf_counter()

@@ -4,7 +4,7 @@ Decoding one token at a time reads the whole key/value cache once per step and
 does only about two multiply-adds per element read, so it is limited by memory
 bandwidth, not arithmetic (seed *Fast Transformer Decoding: One Write-Head is
 All You Need*: incremental inference is slow "due to the memory-bandwidth cost
-of repeatedly loading the large keys and values tensors"). A FlashAttention
+of repeatedly loading the large 'keys' and 'values' tensors"). A FlashAttention
 forward launches one program per (batch, head, query block); with one query
 token that is only ``B * H`` programs, too few to keep every memory channel of a
 large GPU busy when the cache is long. Flash-decoding (Dao et al., 2023,
