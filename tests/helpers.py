@@ -30,6 +30,31 @@ def exercise_namespace(lab: str) -> dict:
     return namespace
 
 
+def run_checks(lab: str, exercise=None, old: str = "", new: str = "") -> None:
+    """Run the setup cell, every exercise cell and the check cells of ``exercise`` (all if None) of
+    ``solutions/<lab>.md`` in one namespace, with ``old`` replaced by ``new`` in that exercise's cells
+    (a deliberately broken answer). A failed check raises its AssertionError."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    nb = notebooks.read_md(ROOT / "solutions" / f"{lab}.md")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    sources = [code[0].source]
+    for cell in code[1:]:
+        tags, which = cell.metadata.get("tags", []), cell.metadata.get("exercise")
+        if "exercise" in tags:
+            if old and which == exercise:
+                assert old in cell.source, f"mutation target not found in {lab} {which}: {old}"
+                sources.append(cell.source.replace(old, new))
+            else:
+                sources.append(cell.source)
+        elif "check" in tags and exercise in (None, which):
+            sources.append(cell.source)
+    namespace: dict = {"__name__": f"{lab}_under_test"}
+    transform = TransformerManager().transform_cell
+    for source in sources:
+        exec(compile(transform(source), f"{lab}:cell", "exec"), namespace)
+
+
 def copy_course(dest):
     """Copy the working tree to ``dest`` without venvs, builds and caches (for tools that write files)."""
     import shutil

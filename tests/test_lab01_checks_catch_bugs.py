@@ -6,16 +6,7 @@ that names the exercise. The unbroken solution must pass every check.
 """
 
 import pytest
-from helpers import ROOT
-from IPython.core.inputtransformer2 import TransformerManager
-
-import notebooks
-
-NB = notebooks.read_md(ROOT / "solutions" / "lab01_scaled_dot_product.md")
-CODE = [c for c in NB.cells if c.cell_type == "code"]
-SETUP = CODE[0].source
-EXERCISES = [c for c in CODE if "exercise" in c.metadata.get("tags", [])]
-CHECKS = [c for c in CODE if "check" in c.metadata.get("tags", [])]
+from helpers import run_checks
 
 MUTATIONS = [
     ("1.1", "scale = 1.0 / math.sqrt(q.shape[-1])", "scale = 1.0"),  # forgot the default scale
@@ -31,26 +22,11 @@ MUTATIONS = [
 ]
 
 
-def _run(cells):
-    transform = TransformerManager().transform_cell
-    namespace = {"__name__": "lab01_under_test"}
-    for source in cells:
-        exec(compile(transform(source), "cell", "exec"), namespace)
-
-
 def test_the_solution_passes_every_check():
-    _run([SETUP] + [c.source for c in EXERCISES] + [c.source for c in CHECKS])
+    run_checks("lab01_scaled_dot_product")
 
 
 @pytest.mark.parametrize("exercise, old, new", MUTATIONS, ids=[f"{m[0]}:{m[2][:30]}" for m in MUTATIONS])
 def test_a_broken_exercise_fails_its_check(exercise, old, new):
-    sources = []
-    for cell in EXERCISES:
-        if cell.metadata["exercise"] == exercise:
-            assert old in cell.source, f"mutation target not found: {old}"
-            sources.append(cell.source.replace(old, new))
-        else:
-            sources.append(cell.source)
-    checks = [c.source for c in CHECKS if c.metadata["exercise"] == exercise]
     with pytest.raises(AssertionError, match=f"Exercise {exercise}"):
-        _run([SETUP] + sources + checks)
+        run_checks("lab01_scaled_dot_product", exercise, old, new)
