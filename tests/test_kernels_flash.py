@@ -358,6 +358,15 @@ def test_auto_takes_a_promoted_experimental_forward_only_where_it_handles_the_in
     flash_attention(q, k, v)  # not tried again
     assert ran == ["ws"] + ["tma"] * 6
 
+    def no_gluon(*args, **kwargs):  # what a Triton without Gluon (before 3.6) does at the import
+        raise ImportError("cannot import name 'gluon' from 'triton.experimental'")
+
+    monkeypatch.setattr(flash, "_EXPERIMENTAL_FAILURE", None)
+    monkeypatch.setattr(_flash_experimental, "unhandled", no_gluon)
+    with pytest.warns(RuntimeWarning, match="ImportError"):
+        flash_attention(q, k, v)
+    assert ran == ["ws"] + ["tma"] * 7
+
 
 def test_experimental_forwards_say_what_they_do_not_handle():
     from attnlib.kernels import _flash_experimental

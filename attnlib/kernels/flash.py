@@ -163,9 +163,9 @@ def _promoted_forward(q, k, v, causal: bool, scale: float):
     if choice is None or _EXPERIMENTAL_FAILURE is not None or not _tma_available(q):
         return None
     kind, config = choice
-    if _flash_experimental.unhandled(kind, config, q, k, v, causal):
-        return None
-    try:
+    try:  # (the Gluon kernels' module needs Triton 3.6 or newer: an older one fails here, once)
+        if _flash_experimental.unhandled(kind, config, q, k, v, causal):
+            return None
         return _flash_experimental.forward(kind, config)(q, k, v, causal, scale)
     except Exception as e:  # noqa: BLE001 - this Triton or GPU cannot run it: the TMA kernel from now on
         _EXPERIMENTAL_FAILURE = f"{type(e).__name__}: {e}"
