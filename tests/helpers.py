@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,10 +50,15 @@ def run_checks(lab: str, exercise=None, old: str = "", new: str = "") -> None:
                 sources.append(cell.source)
         elif "check" in tags and exercise in (None, which):
             sources.append(cell.source)
-    namespace: dict = {"__name__": f"{lab}_under_test"}
+    # A registered module (not a bare dict): torch.compile, which flex_attention uses, looks its globals up by name.
+    module = types.ModuleType(f"{lab}_under_test")
+    sys.modules[module.__name__] = module
     transform = TransformerManager().transform_cell
-    for source in sources:
-        exec(compile(transform(source), f"{lab}:cell", "exec"), namespace)
+    try:
+        for source in sources:
+            exec(compile(transform(source), f"{lab}:cell", "exec"), module.__dict__)
+    finally:
+        del sys.modules[module.__name__]
 
 
 def copy_course(dest):
