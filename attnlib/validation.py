@@ -8,6 +8,7 @@ what was expected and what arrived, instead of deep inside a matmul.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional
 
 import torch
@@ -77,20 +78,28 @@ def check_mask(mask, lq: int, lk: int, name: str = "mask") -> None:
 
 
 def resolve_scale(scale: Optional[float], head_dim: int) -> float:
-    """Return ``scale`` or the default 1/sqrt(head_dim); reject non-finite or non-positive values."""
+    """Return ``scale`` or the default 1/sqrt(head_dim); reject non-finite or non-positive values.
+
+    Any real number is accepted (Python or NumPy), as a float; bools and tensors are not."""
+    if head_dim <= 0:
+        raise ValueError(f"the head dimension (last dim of q) must be positive, got {head_dim}")
     if scale is None:
         return 1.0 / math.sqrt(head_dim)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
         raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
-    if not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be a finite positive number, got {scale}")
-    return float(scale)
+    try:
+        value = float(scale)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"scale must be a finite positive number, got {str(scale)[:40]}")
+    return value
 
 
 def check_positive_int(value, name: str) -> int:
-    """Raise unless ``value`` is a positive int (bools are rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """Return ``value`` as an int; raise unless it is a positive integer (Python or NumPy; bools are rejected)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be a positive int, got {type(value).__name__}")
     if value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value}")
-    return value
+    return int(value)

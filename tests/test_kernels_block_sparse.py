@@ -222,6 +222,20 @@ def test_bad_input_names_the_argument():
         block_sparse_attention(q, k, v, full, block_size=BS, window=0)
     with pytest.raises(ValueError, match=r"\(B, H, L, d\)"):
         block_sparse_attention(q[0], k[0], v[0], full, block_size=BS)
+    with pytest.raises(ValueError, match="block_size must be a power of two from 16"):
+        block_sparse_attention(q, k, v, full, block_size=512)
+    with pytest.raises(ValueError, match="document_ids must fit in int32"):
+        block_sparse_attention(q, k, v, full, block_size=BS, document_ids=torch.tensor([[0] * 10 + [2**32] * 10],
+                                                                                       device=DEVICE))
+    with pytest.raises(TypeError, match="block_mask must be a boolean"):
+        compress_block_mask(torch.tensor([[0, 1, 2]]))
+    with pytest.raises(ValueError, match=r"block_mask must end in \(nQB, nKB\) = \(7, 7\)"):
+        expand_block_mask(torch.ones(2, 2, dtype=torch.bool), 100, 100, 16)
+    with pytest.raises(TypeError, match="causal must be a bool"):
+        document_block_mask(torch.zeros(1, 20, dtype=torch.long), BS, causal="no")
+    if not CUDA:
+        with pytest.raises(TypeError, match="bfloat16"):
+            block_sparse_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), full, block_size=BS)
 
 
 @pytest.mark.skipif(not CUDA, reason="bfloat16 at benchmark sizes needs a GPU (the interpreter has no bf16)")

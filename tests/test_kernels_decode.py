@@ -149,6 +149,26 @@ def test_bad_input_names_the_argument():
         flash_decode(q, k, v, num_splits=0)
     with pytest.raises(ValueError, match="block_n"):
         flash_decode(q, k, v, block_n=24)
+    with pytest.raises(ValueError, match="block_n must be a power of two from 16 to 1024"):
+        flash_decode(q, k, v, block_n=2048)
+    with pytest.raises(ValueError, match=r"key/value heads Hkv=0"):
+        flash_decode(q, k[:, :0], v[:, :0])
+    with pytest.raises(ValueError, match="flash_decode is for a few query tokens"):
+        flash_decode(rand(2, 4, 600, 8), k, v)
+    if not CUDA:
+        with pytest.raises(TypeError, match="bfloat16"):
+            flash_decode(q.bfloat16(), k.bfloat16(), v.bfloat16())
+
+
+def test_int32_cache_lengths_of_any_stride():
+    """An int32 view (expanded, or every other entry) is read as the values it shows, not as its storage."""
+    g = torch.Generator().manual_seed(9)
+    q, k, v = rand(4, 2, 1, 8, gen=g), rand(4, 2, 40, 8, gen=g), rand(4, 2, 40, 8, gen=g)
+    for lens in (torch.tensor([5], dtype=torch.int32, device=DEVICE).expand(4),
+                 torch.tensor([3, 40, 5, 40, 7, 1, 40, 2], dtype=torch.int32, device=DEVICE)[::2]):
+        torch.testing.assert_close(flash_decode(q, k, v, lens), flash_decode(q, k, v, lens.long().contiguous()),
+                                   rtol=0, atol=0)
+        torch.testing.assert_close(flash_decode(q, k, v, lens).double(), reference(q, k, v, lens), rtol=1e-5, atol=1e-5)
 
 
 def test_lengths_out_of_range_are_clamped_where_the_host_cannot_check_them(monkeypatch):

@@ -191,9 +191,24 @@ def test_bad_inputs_raise_clear_errors():
         flash_attention(q, k, v, scale=-1.0)
     with pytest.raises(TypeError, match="causal"):
         flash_attention(q, k, v, causal=1)
+    with pytest.raises(TypeError, match="causal"):
+        flash_attention_forward(q, k, v, causal="False")
+    with pytest.raises(ValueError, match="scale"):
+        flash_attention(q, k, v, scale=10 ** 400)
+    with pytest.raises(ValueError, match="q on meta"):
+        flash_attention(q.to("meta"), k.to("meta"), v.to("meta"))
     if not CUDA:
         with pytest.raises(TypeError, match="bfloat16"):
             flash_attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+
+
+def test_empty_heads_numpy_scalars_and_zero_batch():
+    q, k, v = _inputs(2, 1, 1, 4, 6, 16, torch.float32, seed=1)
+    assert flash_attention(q[:, :0], k, v).shape == (2, 0, 4, 16)  # no query heads: an empty result, no error
+    assert flash_attention(q[:0], k[:0], v[:0]).shape == (0, 1, 4, 16)
+    import numpy as np
+
+    torch.testing.assert_close(flash_attention(q, k, v, scale=np.float32(0.25)), flash_attention(q, k, v, scale=0.25))
 
 
 @pytest.mark.parametrize("case", [CASES[2], CASES[3], CASES[5]], ids=["lq_lt_lk", "fully_masked_rows", "gqa"])

@@ -28,6 +28,9 @@ def interpreting() -> bool:
 
 def check_launchable(tensor, name: str, function: str) -> None:
     """Compiled kernels read CUDA memory; only the interpreter reads CPU tensors. Say which is missing."""
+    if tensor.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{function} needs {name} on a CUDA GPU (or the CPU under Triton's interpreter), "
+                         f"got {name} on {tensor.device}")
     if tensor.device.type != "cuda" and not interpreting():
         raise RuntimeError(
             f"{function} runs on CUDA, or on a CPU under Triton's interpreter: got {name} on {tensor.device} "

@@ -134,10 +134,20 @@ def _block_sparse_fwd_kernel(
 
 
 def _check_block_size(block_size) -> int:
-    check_positive_int(block_size, "block_size")
-    if block_size < 16 or block_size & (block_size - 1):
-        raise ValueError(f"block_size must be a power of two >= 16 (a tl.dot tile), got {block_size}")
+    block_size = check_positive_int(block_size, "block_size")
+    if block_size < 16 or block_size > 256 or block_size & (block_size - 1):
+        raise ValueError(f"block_size must be a power of two from 16 (a tl.dot tile) to 256, got {block_size}")
     return block_size
+
+
+def _described(x) -> str:
+    """A tensor's shape and dtype, or any other object's type, for an error message."""
+    return f"shape {tuple(x.shape)} and dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+def _check_bool_mask(mask, name: str) -> None:
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() < 2:
+        raise TypeError(f"{name} must be a boolean torch.Tensor of shape (..., nQB, nKB), got {_described(mask)}")
 
 
 def _tile_ranges(lq: int, lk: int, block_size: int, device=None):
@@ -153,8 +163,8 @@ def _tile_ranges(lq: int, lk: int, block_size: int, device=None):
 def block_mask_from_dense(mask: torch.Tensor, block_size: int) -> torch.Tensor:
     """``(..., Lq, Lk)`` boolean mask -> ``(..., nQB, nKB)``: a tile is active iff any entry in it is True."""
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() < 2:
-        raise TypeError(f"mask must be a boolean tensor of shape (..., Lq, Lk), got {mask!r:.80}")
-    _check_block_size(block_size)
+        raise TypeError(f"mask must be a boolean torch.Tensor of shape (..., Lq, Lk), got {_described(mask)}")
+    block_size = _check_block_size(block_size)
     lq, lk = mask.shape[-2:]
     pad_q, pad_k = (-lq) % block_size, (-lk) % block_size
     padded = torch.nn.functional.pad(mask, (0, pad_k, 0, pad_q), value=False)
@@ -169,9 +179,8 @@ def sliding_window_block_mask(lq: int, lk: int, window: Optional[int], block_siz
     ``window=None`` is plain causal. Exact (a tile is active iff it holds an allowed entry)
     when ``Lq <= Lk``; otherwise a superset.
     """
-    check_positive_int(lq, "lq")
-    check_positive_int(lk, "lk")
-    _check_block_size(block_size)
+    lq, lk = check_positive_int(lq, "lq"), check_positive_int(lk, "lk")
+    block_size = _check_block_size(block_size)
     if window is not None:
         check_positive_int(window, "window")
     q_first, q_last, k_first, k_last = _tile_ranges(lq, lk, block_size, device)
@@ -195,8 +204,13 @@ def document_block_mask(document_ids: torch.Tensor, block_size: int, *, causal: 
     integers); the kernel's element rule removes the rest.
     """
     _check_document_ids(document_ids, None, None)
-    _check_block_size(block_size)
+    block_size = _check_block_size(block_size)
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
     bsz, length = document_ids.shape
+    if bsz == 0 or length == 0:
+        return torch.zeros(bsz, triton.cdiv(length, block_size), triton.cdiv(length, block_size), dtype=torch.bool,
+                           device=document_ids.device)
     pad = (-length) % block_size
     ids = torch.nn.functional.pad(document_ids, (0, pad), mode="replicate") if pad else document_ids
     tiles = ids.unflatten(-1, (-1, block_size))  # (B, nB, b)
@@ -218,12 +232,14 @@ def moba_block_mask(q: torch.Tensor, k: torch.Tensor, block_size: int, top_k: in
     is in the paper body. Returns ``(B, H, nB, nB)``; use it with ``causal=True``.
     """
     check_qkv(q, k, k)
-    _check_block_size(block_size)
-    check_positive_int(top_k, "top_k")
+    block_size = _check_block_size(block_size)
+    top_k = check_positive_int(top_k, "top_k")
     if q.dim() != 4 or k.dim() != 4 or q.shape[:2] != k.shape[:2] or q.shape[-2] != k.shape[-2]:
         raise ValueError(
             f"q and k must be (B, H, L, d) with equal L for self-attention, got q {tuple(q.shape)}, k {tuple(k.shape)}")
     length = k.shape[-2]
+    if length == 0:
+        raise ValueError(f"q and k must have a positive length (dim -2), got q {tuple(q.shape)}, k {tuple(k.shape)}")
     nb = triton.cdiv(length, block_size)
 
     def block_means(x):  # (B, H, L, d) -> (B, H, nB, d), the last block averaged over its real rows
@@ -253,6 +269,7 @@ def block_mask_density(block_mask: torch.Tensor) -> float:
 def compress_block_mask(block_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(..., nQB, nKB)`` -> ``(kv_num (..., nQB) int32, kv_idx (..., nQB, nKB) int32)``:
     per query block, how many key blocks are active and their indices first, in order."""
+    _check_bool_mask(block_mask, "block_mask")
     kv_num = block_mask.sum(dim=-1, dtype=torch.int32)
     kv_idx = torch.argsort((~block_mask).to(torch.int8), dim=-1, stable=True).to(torch.int32)
     return kv_num, kv_idx
@@ -269,6 +286,11 @@ def _check_document_ids(document_ids, bsz: Optional[int], length: Optional[int])
     if document_ids.dim() != 2 or (bsz is not None and document_ids.shape != (bsz, length)):
         want = "(B, L)" if bsz is None else f"(B, L) = ({bsz}, {length})"
         raise ValueError(f"document_ids must have shape {want}, got {tuple(document_ids.shape)}")
+    if document_ids.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"document_ids must be on the CPU or a CUDA GPU, got {document_ids.device}")
+    if document_ids.numel() and (document_ids.min() < -2**31 or document_ids.max() >= 2**31):
+        raise ValueError("document_ids must fit in int32 (the kernel compares them as int32), got values from "
+                         f"{int(document_ids.min())} to {int(document_ids.max())}")
     if document_ids.shape[-1] > 1 and (document_ids.diff(dim=-1) < 0).any():
         raise ValueError("document_ids must be non-decreasing along the sequence (documents packed in order)")
 
@@ -310,7 +332,10 @@ def block_sparse_attention(
             raise ValueError(f"{name} must have shape (B, H, L, d), got {tuple(x.shape)}")
     if not (q.shape[:2] == k.shape[:2] == v.shape[:2]):
         raise ValueError(f"q, k and v must share (B, H): got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    _check_block_size(block_size)
+    block_size = _check_block_size(block_size)
+    if interpreting() and q.dtype == torch.bfloat16:
+        raise TypeError("Triton's CPU interpreter has no bfloat16 (it would compute wrong numbers): "
+                        "use float16 or float32 there")
     bsz, heads, lq, d = q.shape
     lk, dv = k.shape[-2], v.shape[-1]
     nqb, nkb = triton.cdiv(lq, block_size), triton.cdiv(lk, block_size)
@@ -329,7 +354,7 @@ def block_sparse_attention(
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
     if window is not None:
-        check_positive_int(window, "window")
+        window = check_positive_int(window, "window")
     if document_ids is not None:
         if lq != lk:
             raise ValueError(f"document_ids needs self-attention (Lq == Lk), got Lq={lq}, Lk={lk}")
@@ -386,6 +411,12 @@ def element_mask(lq: int, lk: int, *, causal: bool = False, window: Optional[int
 
 def expand_block_mask(block_mask: torch.Tensor, lq: int, lk: int, block_size: int) -> torch.Tensor:
     """``(..., nQB, nKB)`` -> ``(..., Lq, Lk)``: every entry of an active tile True."""
+    _check_bool_mask(block_mask, "block_mask")
+    lq, lk, block_size = check_positive_int(lq, "lq"), check_positive_int(lk, "lk"), _check_block_size(block_size)
+    want = (triton.cdiv(lq, block_size), triton.cdiv(lk, block_size))
+    if tuple(block_mask.shape[-2:]) != want:
+        raise ValueError(f"block_mask must end in (nQB, nKB) = {want} for Lq={lq}, Lk={lk}, block_size={block_size}, "
+                         f"got shape {tuple(block_mask.shape)}")
     dense = block_mask.repeat_interleave(block_size, dim=-2).repeat_interleave(block_size, dim=-1)
     return dense[..., :lq, :lk]
 

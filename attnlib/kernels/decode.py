@@ -50,6 +50,8 @@ patch_interpreter()  # Triton < 3.7's interpreter with NumPy >= 2.4 (see the mod
 __all__ = ["flash_decode", "default_num_splits", "decode_bytes"]
 
 _LOG2E = 1.4426950408889634  # log2(e): the kernels use exp2, so scores are pre-multiplied by it
+_MAX_ROWS = 1024  # query rows (grouped heads x tokens) one program holds; Triton caps a block at 2**20 elements
+_MAX_BLOCK_N = 1024
 
 
 @triton.jit
@@ -191,14 +193,22 @@ def _check_inputs(q, k_cache, v_cache, cache_lens):
         raise ValueError(
             f"q (B, Hq, Lq, d) and k_cache (B, Hkv, Lmax, d) must share B and d: q {tuple(q.shape)}, "
             f"k_cache {tuple(k_cache.shape)}")
-    if hq % hkv != 0:
-        raise ValueError(f"the query heads Hq={hq} must be a multiple of the key/value heads Hkv={hkv}")
+    if hkv == 0 or hq % hkv != 0:
+        raise ValueError(f"the query heads Hq={hq} must be a multiple of the key/value heads Hkv={hkv} (Hkv > 0)")
+    if d == 0 or v_cache.shape[-1] == 0:
+        raise ValueError(f"the head dims must be positive: q {tuple(q.shape)}, v_cache {tuple(v_cache.shape)}")
+    if (hq // hkv) * lq > _MAX_ROWS:
+        raise ValueError(f"flash_decode is for a few query tokens: (Hq / Hkv) * Lq = {hq // hkv} * {lq} rows share "
+                         f"one key/value head here, more than {_MAX_ROWS}; use flash_attention for long queries")
     if not (q.dtype == k_cache.dtype == v_cache.dtype):
         raise TypeError(f"q, k_cache and v_cache must share a dtype, got {q.dtype}, {k_cache.dtype}, {v_cache.dtype}")
     if not (q.device == k_cache.device == v_cache.device):
         raise ValueError(f"q, k_cache and v_cache must be on one device, got {q.device}, {k_cache.device}, "
                          f"{v_cache.device}")
     check_launchable(q, "q", "flash_decode")
+    if interpreting() and q.dtype == torch.bfloat16:
+        raise TypeError("Triton's CPU interpreter has no bfloat16 (it would compute wrong numbers): "
+                        "use float16 or float32 there")
     if cache_lens is not None:
         if not isinstance(cache_lens, torch.Tensor):
             raise TypeError(f"cache_lens must be an integer torch.Tensor of shape (B,), got {type(cache_lens).__name__}")
@@ -262,11 +272,11 @@ def flash_decode(
     scale = resolve_scale(scale, d)
     on_gpu = not interpreting()  # compiled for a GPU: its tile sizes and launch options
     block_n = check_positive_int(block_n, "block_n") if block_n is not None else (64 if on_gpu else 16)
-    if block_n < 16 or block_n & (block_n - 1):
-        raise ValueError(f"block_n must be a power of two >= 16, got {block_n}")
+    if block_n < 16 or block_n > _MAX_BLOCK_N or block_n & (block_n - 1):
+        raise ValueError(f"block_n must be a power of two from 16 to {_MAX_BLOCK_N}, got {block_n}")
     if num_splits is None:
         num_splits = default_num_splits(bsz, hkv, lmax, block_n, q.device)
-    check_positive_int(num_splits, "num_splits")
+    num_splits = check_positive_int(num_splits, "num_splits")
 
     out = torch.empty((bsz, hq, lq, dv), dtype=q.dtype, device=q.device)
     if out.numel() == 0:
@@ -282,7 +292,8 @@ def flash_decode(
     block_m = max(16, triton.next_power_of_2(group * lq))
     block_d = max(16, triton.next_power_of_2(d))
     block_dv = max(16, triton.next_power_of_2(dv))
-    lens = cache_lens.to(torch.int32) if cache_lens is not None else out  # `out` is an unused placeholder
+    # int32 and contiguous: the kernel reads lens[b] at LENS + b (`out` is an unused placeholder without lengths)
+    lens = cache_lens.to(torch.int32).contiguous() if cache_lens is not None else out
     precision = "ieee" if q.dtype == torch.float32 else None  # fp32 inputs: no tf32 rounding
     extra = {"num_warps": 4, "num_stages": 3} if on_gpu else {}
 

@@ -103,7 +103,7 @@ def _as_bhld(x: torch.Tensor) -> torch.Tensor:
     elif x.dim() == 3:
         x = x[None]
     else:
-        x = x.reshape(-1, *x.shape[-3:])
+        x = x.reshape(math.prod(x.shape[:-3]), *x.shape[-3:])  # (not -1: a dim of 0 heads leaves it ambiguous)
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
@@ -392,10 +392,12 @@ def flash_attention_forward(q, k, v, *, causal: bool = False, scale: Optional[fl
     A query with no visible key has log-sum-exp ``-inf`` (and output zeros).
     """
     _check_inputs(q, k, v)
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
     scale = resolve_scale(scale, q.shape[-1])
     if kernel not in _KERNELS:
         raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
     with torch.no_grad():
-        o, lse2 = _forward(_as_bhld(q), _as_bhld(k), _as_bhld(v), bool(causal), scale, kernel)
+        o, lse2 = _forward(_as_bhld(q), _as_bhld(k), _as_bhld(v), causal, scale, kernel)
     lse = torch.where(torch.isinf(lse2), torch.full_like(lse2, -math.inf), lse2 / _LOG2E)
     return o.reshape(q.shape), lse.reshape(q.shape[:-1])
