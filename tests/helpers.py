@@ -19,26 +19,34 @@ def exercise_namespace(lab: str) -> dict:
     solution's functions can be compared with attnlib without running its
     experiments. IPython syntax (``%pip``) is translated first.
     """
+    code = _code_cells(lab)
+    return _run_cells(lab, [code[0].source] + [c.source for c in code[1:] if "exercise" in c.metadata.get("tags", [])])
+
+
+def _code_cells(lab: str) -> list:
+    return [c for c in notebooks.read_md(ROOT / "solutions" / f"{lab}.md").cells if c.cell_type == "code"]
+
+
+def _run_cells(lab: str, sources: list[str]) -> dict:
+    """Execute cell sources in order (IPython syntax translated) in one module; return its globals.
+
+    The module is registered in ``sys.modules`` (each run replaces the last of that lab): torch.compile,
+    which flex_attention uses, and kernels compiled later look up a function's globals by its module's name."""
     from IPython.core.inputtransformer2 import TransformerManager
 
-    nb = notebooks.read_md(ROOT / "solutions" / f"{lab}.md")
-    code_cells = [c for c in nb.cells if c.cell_type == "code"]
-    chosen = [code_cells[0]] + [c for c in code_cells[1:] if "exercise" in c.metadata.get("tags", [])]
-    namespace: dict = {"__name__": f"solution_{lab}"}
+    module = types.ModuleType(f"{lab}_under_test")
+    sys.modules[module.__name__] = module
     transform = TransformerManager().transform_cell
-    for cell in chosen:
-        exec(compile(transform(cell.source), f"{lab}:{cell.metadata.get('exercise', 'setup')}", "exec"), namespace)
-    return namespace
+    for source in sources:
+        exec(compile(transform(source), f"{lab}:cell", "exec"), module.__dict__)
+    return module.__dict__
 
 
 def run_checks(lab: str, exercise=None, old: str = "", new: str = "") -> None:
     """Run the setup cell, every exercise cell and the check cells of ``exercise`` (all if None) of
     ``solutions/<lab>.md`` in one namespace, with ``old`` replaced by ``new`` in that exercise's cells
     (a deliberately broken answer). A failed check raises its AssertionError."""
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    nb = notebooks.read_md(ROOT / "solutions" / f"{lab}.md")
-    code = [c for c in nb.cells if c.cell_type == "code"]
+    code = _code_cells(lab)
     sources = [code[0].source]
     for cell in code[1:]:
         tags, which = cell.metadata.get("tags", []), cell.metadata.get("exercise")
@@ -50,15 +58,7 @@ def run_checks(lab: str, exercise=None, old: str = "", new: str = "") -> None:
                 sources.append(cell.source)
         elif "check" in tags and exercise in (None, which):
             sources.append(cell.source)
-    # A registered module (not a bare dict): torch.compile, which flex_attention uses, looks its globals up by name.
-    module = types.ModuleType(f"{lab}_under_test")
-    sys.modules[module.__name__] = module
-    transform = TransformerManager().transform_cell
-    try:
-        for source in sources:
-            exec(compile(transform(source), f"{lab}:cell", "exec"), module.__dict__)
-    finally:
-        del sys.modules[module.__name__]
+    _run_cells(lab, sources)
 
 
 def copy_course(dest):

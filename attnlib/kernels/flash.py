@@ -96,6 +96,16 @@ def _check_inputs(q, k, v) -> None:
             raise ValueError(f"{name} must have a positive length (dim -2), got shape {tuple(x.shape)}")
 
 
+def _check_call(q, k, v, causal, scale, kernel) -> float:
+    """Every argument of :func:`flash_attention` and :func:`flash_attention_forward` checked; the scale to use."""
+    _check_inputs(q, k, v)
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    if kernel not in _KERNELS:
+        raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
+    return resolve_scale(scale, q.shape[-1])
+
+
 def _as_bhld(x: torch.Tensor) -> torch.Tensor:
     """View ``(..., H, L, D)`` as ``(B, H, L, D)`` with unit stride along D (copies only if needed)."""
     if x.dim() == 2:
@@ -376,12 +386,7 @@ def flash_attention(
     Returns:
         ``(..., Hq, Lq, D)`` in the dtype of ``q``; differentiable in q, k and v.
     """
-    _check_inputs(q, k, v)
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
-    scale = resolve_scale(scale, q.shape[-1])
-    if kernel not in _KERNELS:
-        raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
+    scale = _check_call(q, k, v, causal, scale, kernel)
     out = _FlashAttention.apply(_as_bhld(q), _as_bhld(k), _as_bhld(v), causal, scale, kernel)
     return out.reshape(q.shape)
 
@@ -391,12 +396,7 @@ def flash_attention_forward(q, k, v, *, causal: bool = False, scale: Optional[fl
 
     A query with no visible key has log-sum-exp ``-inf`` (and output zeros).
     """
-    _check_inputs(q, k, v)
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
-    scale = resolve_scale(scale, q.shape[-1])
-    if kernel not in _KERNELS:
-        raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
+    scale = _check_call(q, k, v, causal, scale, kernel)
     with torch.no_grad():
         o, lse2 = _forward(_as_bhld(q), _as_bhld(k), _as_bhld(v), causal, scale, kernel)
     lse = torch.where(torch.isinf(lse2), torch.full_like(lse2, -math.inf), lse2 / _LOG2E)
