@@ -188,18 +188,19 @@ def yours_or_reference(fn: Callable, reference: Callable, exercise: str) -> Call
     ``NotImplementedError``, falls back to ``reference`` (saying so once).
 
     Experiments in the labs use it so that a figure shows up before the
-    exercise is done and turns into *your* figure once it is.
+    exercise is done and turns into *your* figure once it is. After a call,
+    ``call.used_reference`` says whether the reference answered, so that a
+    label can say whose result is shown.
     """
-    warned = False
 
     def call(*args, **kwargs):
-        nonlocal warned
         try:
             return fn(*args, **kwargs)
         except NotImplementedError:
-            if not warned:
+            if not call.used_reference:
                 print(f"(Exercise {exercise} is not done yet: this cell uses attnlib's reference instead.)")
-                warned = True
+                call.used_reference = True
             return reference(*args, **kwargs)
 
+    call.used_reference = False
     return call
