@@ -1,5 +1,6 @@
 """Each lab's check cells must fail on wrong answers (a check that cannot fail is a defect).
 
+Covered: labs 01-07 and the kernel labs 15-18; every exercise of a covered lab has at least one mutation.
 Each mutation breaks one exercise of a lab's solution the way a student might (the comments say how);
 running that exercise's check cells must then raise an AssertionError naming the exercise, before any
 kernel writes outside a buffer. Every unbroken solution passes all of its checks. The kernel labs
@@ -7,7 +8,7 @@ kernel writes outside a buffer. Every unbroken solution passes all of its checks
 """
 
 import pytest
-from helpers import run_checks
+from helpers import _code_cells, run_checks
 
 MUTATIONS = {  # lab -> (exercise, text in the solution, the broken text)
     "lab01_scaled_dot_product": [
@@ -23,6 +24,117 @@ MUTATIONS = {  # lab -> (exercise, text in the solution, the broken text)
         ("1.5", "correction = torch.exp(m - shift)", "correction = torch.ones_like(m)"),  # no rescaling
         ("1.5", "s = s.masked_fill(key_pos > query_pos",
          "s = s.masked_fill(key_pos > query_pos + 1"),  # causal off by one
+    ],
+    "lab02_seq2seq_and_pointers": [
+        ("2.1", "return q @ k.transpose(-2, -1)\n",
+         "return q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5\n"),  # Luong's dot score has no scale
+        ("2.1", "hidden = torch.tanh(", "hidden = ("),  # forgot the tanh: additive becomes linear
+        ("2.1", "(q @ W_q.T)[..., :, None, :] + (k @ W_k.T)[..., None, :, :]",
+         "(q @ W_q.T)[..., None, :, :] + (k @ W_k.T)[..., :, None, :]"),  # (Lk, Lq) instead of (Lq, Lk)
+        ("2.2", "weights = attnlib.core.masked_softmax(scores, mask)",
+         "weights = torch.softmax(scores, -1)"),  # forgot the mask: padding attended
+        ("2.2", "return weights @ values, weights", "return weights, weights @ values"),  # returned in the wrong order
+        ("2.3", "sigma = half_width / 2", "sigma = half_width"),  # sigma = D instead of D/2
+        ("2.3", "window = distance.abs() <= half_width", "window = distance.abs() < half_width"),  # edge left out
+        ("2.3", "align = attnlib.core.masked_softmax(scores, window)",
+         "align = torch.softmax(scores, -1) * window"),  # softmax over all positions, then cut the window
+        ("2.3", "(2 * sigma**2)", "sigma**2"),  # Gaussian without the 2
+        ("2.3", "window = window & mask", "window = window"),  # padding inside the window attended
+        ("2.3", "distance = s - centers[..., None]", "distance = s - centers[..., None].detach()"),  # no grad to p_t
+        ("2.4", "valid & ~chosen", "valid"),  # may point twice at the same position
+        ("2.4", "return probs, probs.argmax(-1)", "return probs, scores.argmax(-1)"),  # argmax of unmasked scores
+        ("2.4", "return probs, probs.argmax(-1)", "return probs.argmax(-1), probs"),  # returned in the wrong order
+    ],
+    "lab03_latent_alignment": [
+        ("3.1", "torch.log_softmax(prior_logits, dim=-1) + emission_logp", "prior_logits + emission_logp"),  # no prior
+        ("3.1", "torch.log_softmax(prior_logits, dim=-1) + emission_logp, dim=-1)",
+         "torch.log_softmax(prior_logits, dim=-1) + emission_logp, dim=0)"),  # logsumexp over the wrong axis
+        ("3.1", "torch.logsumexp(torch.log_softmax(prior_logits, dim=-1) + emission_logp, dim=-1)",
+         "torch.log((torch.softmax(prior_logits, dim=-1) * emission_logp.exp()).sum(-1))"),  # underflows
+        ("3.1", "torch.logsumexp(torch.log_softmax(prior_logits, dim=-1) + emission_logp, dim=-1)",
+         "torch.log(torch.exp(torch.log_softmax(prior_logits, dim=-1) + emission_logp).sum(-1))"),  # no max shift
+        ("3.2", "p = torch.softmax(prior_logits, dim=-1)", "p = prior_logits"),  # prior logits used as weights
+        ("3.2", "torch.log_softmax(mixed, dim=-1).gather", "mixed.gather"),  # the logit, not the log-probability
+        ("3.2", "(p[..., :, None] * emission_logits).sum(-2)",
+         "(p[..., :, None] * emission_logits.softmax(-1)).sum(-2).log()"),  # mixes probabilities (latent, not soft)
+        ("3.3", "(f - b).detach()", "f.detach()"),  # baseline ignored
+        ("3.3", "(f - b).detach()", "(f + b).detach()"),  # baseline added
+        ("3.3", "return f + (f - b)", "return f.detach() + (f - b)"),  # reward's own gradient dropped
+        ("3.3", "return f + (f - b).detach() * (logp_z - logp_z.detach())",
+         "return (f - b).detach() * logp_z"),  # textbook surrogate: right gradient, wrong value
+        ("3.3", "logp = torch.log_softmax(logits, dim=-1)", "logp = logits"),  # logits are not log-probabilities
+        ("3.4", "q * (log_p + emission_logp - log_q)", "q * (log_p + emission_logp)"),  # entropy of q left out
+        ("3.4", "torch.where(q > 0, q * (log_p + emission_logp - log_q), torch.zeros_like(q)).sum(-1)",
+         "(q * (log_p + emission_logp - log_q)).sum(-1)"),  # 0 * log 0 gives NaN
+        ("3.4", ") - attnlib.prob.kl_categorical(", ") + attnlib.prob.kl_categorical("),  # KL added
+        ("3.4", "post_logits, prior_logits)", "prior_logits, post_logits)"),  # KL(p || q) instead of KL(q || p)
+    ],
+    "lab04_position": [
+        ("4.1", "* 2 / d)", "/ d)"),  # theta_i = base^(-i/d)
+        ("4.1", "torch.cat([-x2, x1], dim=-1)", "torch.cat([x2, -x1], dim=-1)"),  # rotates the wrong way
+        ("4.1", "cos = torch.cat([angle.cos(), angle.cos()], dim=-1)",
+         "cos = angle.cos().repeat_interleave(2, dim=-1)"),  # interleaved cos with half-split rotate_half
+        ("4.1", "positions.double()[:, None]", "(positions.double()[:, None] + 1)"),  # positions start at 1
+        ("4.2", "for h in range(1, n + 1)]", "for h in range(n)]"),  # first slope 1
+        ("4.2", "power_of_two(2 * p)[0::2]", "power_of_two(2 * p)[1::2]"),  # the other half of 2p's slopes
+        ("4.2", "return -alibi_slopes", "return alibi_slopes"),  # bias rewards distance
+        ("4.2", "i = torch.arange(lq)[:, None] + (lk - lq)", "i = torch.arange(lq)[:, None]"),  # top-left queries
+        ("4.2", "(i - j).float()", "(i - j).abs().float()"),  # symmetric: future keys penalised too
+        ("4.3", "scores = scores / math.sqrt(q.shape[-1])", "scores = scores"),  # forgot the scale
+        ("4.3", "return weights @ v + buckets @ rel_v", "return weights @ v"),  # forgot rel_v
+        ("4.3", "rel_logits.gather(-1, idx.expand", "rel_logits.gather(-1, idx.T.expand"),  # i - j instead of j - i
+        ("4.3", ".triu(1), float", ".tril(-1), float"),  # masks the past instead of the future
+        ("4.3", "buckets.scatter_add(-1, idx.expand_as(weights)",
+         "buckets.scatter_add(-1, idx.T.expand_as(weights)"),  # rel_v bucketed by i - j
+        ("4.4", "g = gates * torch.ones(length, length).tril()", "g = gates"),  # future gates counted
+        ("4.4", "g.flip(-1).cumsum(-1).flip(-1)", "g.cumsum(-1)"),  # prefix sums instead of suffix sums
+        ("4.4", "torch.ones(length, length).tril()", "torch.ones(length, length).tril(-1)"),  # own gate left out
+    ],
+    "lab05_length_generalization": [
+        ("5.1", "torch.ones(length, length, dtype=torch.bool).tril() & (scores > tau)", "(scores > tau)"),  # not causal
+        ("5.1", "(scores > tau)", "(scores >= tau)"),  # keeps keys exactly at tau
+        ("5.1", "dist = kept.flip(-1).cumsum(-1).flip(-1) - kept",
+         "dist = (torch.arange(length)[:, None] - torch.arange(length)).to(scores.dtype)"),  # counts every token
+        ("5.1", "scores - slopes[:, None, None] * dist", "scores + slopes[:, None, None] * dist"),  # sign error
+        ("5.1", "weights = attnlib.core.masked_softmax(scores - slopes[:, None, None] * dist, keep)",
+         "weights = torch.softmax(scores - slopes[:, None, None] * dist, -1)"),  # dropped keys still attended
+        ("5.2", "(2 * sigma[..., None] ** 2)", "(2 * sigma[..., None])"),  # sigma not squared
+        ("5.2", "return attnlib.core.masked_softmax(logits, torch.ones(length, length, dtype=torch.bool).tril())",
+         "return torch.softmax(logits, -1)"),  # not causal
+        ("5.2", "dtype=torch.bool).tril())", "dtype=torch.bool).triu())"),  # masks the past instead of the future
+        ("5.2", "logits = -((j - mu[..., None]) ** 2)", "logits = ((j - mu[..., None]) ** 2)"),  # sign error
+    ],
+    "lab06_normalizers": [
+        ("6.1", "    z = z - z.amax(dim=-1, keepdim=True)\n", ""),  # no max shift: loses precision on huge scores
+        ("6.1", "/ k_z.to(z.dtype)", "/ z.shape[-1]"),  # tau averaged over every key, not the support
+        ("6.1", "return torch.clamp(z - tau, min=0)", "return z - tau"),  # forgot the clamp: negative weights
+        ("6.2", "mean = (grad * s).sum(-1, keepdim=True) / s.sum(-1, keepdim=True)",
+         "mean = grad.mean(-1, keepdim=True)"),  # mean over every key, not the support
+        ("6.2", "return s * (grad - mean)", "return grad - mean"),  # gradient leaks outside the support
+        ("6.2", "return s * (grad - mean)", "return s * grad"),  # forgot the projection
+        ("6.3", "p = torch.clamp(x - lo, min=0).pow(1 / (alpha - 1))", "p = torch.clamp(x - lo, min=0)"),  # no power
+        ("6.3", "x = (alpha - 1) * z", "x = z"),  # forgot the (alpha - 1) scale
+        ("6.3", "lo = torch.where(total >= 1, tau, lo)\n        hi = torch.where(total >= 1, hi, tau)",
+         "hi = torch.where(total >= 1, tau, hi)\n        lo = torch.where(total >= 1, lo, tau)"),  # bisects backwards
+        ("6.4", "[..., :-1]", "[..., 1:]"),  # drops the first key instead of the sink
+        ("6.4", "return torch.softmax(torch.cat([z, sink], dim=-1), dim=-1)[..., :-1]",
+         "return z.exp() / (z.exp().sum(-1, keepdim=True) + sink.exp())"),  # no max shift: overflows
+        ("6.4", "float(sink_logit)", "-float(sink_logit)"),  # sign error on the sink
+    ],
+    "lab07_multi_head_family": [
+        ("7.1", "x.view(b, l, n_heads, -1)", "x.view(b, l, -1, n_heads)"),  # heads strided, not sliced
+        ("7.1", "x.view(b, l, n_heads, -1).transpose(1, 2)", "x.view(b, n_heads, l, -1)"),  # view, no transpose
+        ("7.1", "x.transpose(1, 2).reshape(b, l, h * d)", "x.reshape(b, l, h * d)"),  # merge without transpose
+        ("7.2", "repeat_interleave(group, dim=1)", "repeat(1, group, 1, 1)"),  # kv heads tiled, not grouped
+        ("7.2", "causal=causal)) @ w_o.T", "causal=False)) @ w_o.T"),  # forgot the causal mask
+        ("7.2", "k = split_heads(x @ w_k.T", "k = split_heads(x @ w_v.T"),  # copy-paste: keys projected by w_v
+        ("7.3", "return 2 * n_layers * n_kv_heads", "return n_layers * n_kv_heads"),  # K only, V forgotten
+        ("7.3", "head_dim * bytes_per_elem", "head_dim"),  # counts numbers, not bytes
+        ("7.3", "return n_layers * (d_latent + d_rope)", "return n_layers * d_latent"),  # forgot the RoPE key
+        ("7.3", "return n_layers * (d_latent + d_rope)", "return 2 * n_layers * (d_latent + d_rope)"),  # latent twice
+        ("7.4", "score > best[0]", "score >= best[0]"),  # ties go to the last head
+        ("7.4", "score > best[0]", "score < best[0]"),  # removes the most important head
+        ("7.4", "if mask[layer, head] == 0:\n                    continue\n", "pass\n"),  # removes a head twice
     ],
     "lab15_triton_basics": [
         ("15.1", "tl.store(OUT + offsets, x + y, mask=mask)", "tl.store(OUT + offsets, x + y)"),  # writes past N
@@ -71,6 +183,14 @@ KERNEL_LABS = {"lab15_triton_basics", "lab16_flash_forward", "lab17_flash_backwa
 def _needs_triton(lab: str) -> None:
     if lab in KERNEL_LABS:
         pytest.importorskip("triton")
+
+
+@pytest.mark.parametrize("lab", MUTATIONS)
+def test_every_exercise_has_a_mutation(lab):
+    exercises = {c.metadata["exercise"] for c in _code_cells(lab) if "exercise" in c.metadata.get("tags", [])}
+    assert exercises, f"{lab} has no exercise cells"
+    missing = exercises - {exercise for exercise, *_ in MUTATIONS[lab]}
+    assert not missing, f"{lab}: exercises without a mutation: {sorted(missing)}"
 
 
 @pytest.mark.parametrize("lab", MUTATIONS)
