@@ -138,6 +138,9 @@ MUTATIONS = {  # lab -> (exercise, text in the solution, the broken text)
     ],
     "lab15_triton_basics": [
         ("15.1", "tl.store(OUT + offsets, x + y, mask=mask)", "tl.store(OUT + offsets, x + y)"),  # writes past N
+        ("15.1", "mask = offsets < N", "mask = offsets <= N"),  # off by one: writes element N
+        ("15.1", "pid = tl.program_id(0)", "pid = tl.program_id(1)"),  # wrong grid axis: every program is 0
+        ("15.1", "offsets = pid * BLOCK + tl.arange", "offsets = pid + tl.arange"),  # program id not scaled by BLOCK
         ("15.2", "X + row * x_row_stride + cols", "X + row * N_COLS + cols"),  # assumes contiguous rows
         ("15.2", "e = tl.exp(x - tl.max(x, 0))", "e = tl.exp(x)"),  # overflows for large logits
         ("15.2", "y.to(OUT.dtype.element_ty), mask=cols < N_COLS)", "y.to(OUT.dtype.element_ty))"),  # store unmasked
@@ -149,28 +152,67 @@ MUTATIONS = {  # lab -> (exercise, text in the solution, the broken text)
     ],
     "lab16_flash_forward": [
         ("16.1", '    s = tl.where(offs_n[None, :] < LK, s, float("-inf"))\n', ""),  # keys past Lk count
+        ("16.1", "s = tl.dot(q, tl.trans(k)) * scale", "s = tl.dot(q, tl.trans(k))"),  # forgot the scale
+        ("16.1", "p = p / tl.sum(p, 1)[:, None]", "p = p / tl.sum(p, 0)[None, :]"),  # normalised over the queries
+        ("16.1", "p = tl.exp(s - tl.max(s, 1)[:, None])", "p = tl.exp(s)"),  # no max shift: overflows
+        ("16.1", "out.to(O.dtype.element_ty),\n             mask=offs_m[:, None] < LQ)",
+         "out.to(O.dtype.element_ty))"),  # store unmasked: writes past row Lq
         ("16.2", "        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)\n        m_i = m_new\n        # END",
          "        acc = acc + tl.dot(p.to(v.dtype), v)\n        m_i = m_new\n        # END"),  # no rescaling
+        ("16.2", "l_i = l_i * alpha + tl.sum(p, 1)", "l_i = l_i + tl.sum(p, 1)"),  # normaliser not rescaled
+        ("16.2", "m_new = tl.maximum(m_i, tl.max(s, 1))", "m_new = tl.max(s, 1)"),  # tile max, not running max
+        ("16.2", "p = tl.math.exp2(s - m_new[:, None])\n        alpha = tl.math.exp2(m_i - m_new)",
+         "p = tl.exp(s - m_new[:, None])\n        alpha = tl.exp(m_i - m_new)"),  # e^x of log2-scaled scores
+        ("16.2", '        s = tl.where(cols[None, :] < LK, s, float("-inf"))\n', ""),  # keys past Lk count
         ("16.3", "allowed = allowed & (cols[None, :] <= offs_m[:, None] + LK - LQ)",
          "allowed = allowed & (cols[None, :] < offs_m[:, None] + LK - LQ)"),  # causal off by one
         ("16.3", "        hi = tl.minimum(tl.maximum((pid_m + 1) * BLOCK_M + LK - LQ, 0), LK)",
          "        hi = LK"),  # right values, no tile skipped
         ("16.3", "(m_i + tl.math.log2(l_safe)) * 0.6931471805599453", "(m_i + tl.math.log2(l_safe))"),  # base 2
+        ("16.3", "out.to(O.dtype.element_ty),\n             mask=offs_m[:, None] < LQ)",
+         "out.to(O.dtype.element_ty))"),  # O stored unmasked: writes past row Lq
+        ("16.3", "tl.store(LSE + bh * LQ + offs_m, lse, mask=offs_m < LQ)",
+         "tl.store(LSE + bh * LQ + offs_m, lse)"),  # LSE stored unmasked: writes past row Lq
     ],
     "lab17_flash_backward": [
         ("17.1", "ds_t = p_t * (dp_t - delta[None, :])", "ds_t = p_t * dp_t"),  # dS without delta
+        ("17.1", "offs_n[:, None] <= rows[None, :] + LK - LQ",
+         "offs_n[:, None] <= rows[None, :]"),  # causal mask without the offset Lk - Lq (top-left)
+        ("17.1", "p_t = tl.exp(s_t - lse[None, :])", "p_t = tl.exp(s_t - lse[:, None])"),  # lse along the keys
+        ("17.1", "dk += tl.dot(ds_t.to(q.dtype), q)", "dk += tl.dot(ds_t.to(q.dtype), k)"),  # dK from K, not Q
         ("17.2", "ds = p * (dp - delta[:, None])", "ds = p * dp"),  # dS without delta
         ("17.2", "        hi = tl.minimum(tl.maximum((pid_m + 1) * BLOCK_M + LK - LQ, 0), LK)",
          "        hi = LK"),  # right values, no causal skipping
         ("17.3", "return dq, dk, dv, None", "return dk, dq, dv, None"),  # gradients in the wrong order
+        ("17.3", "return dq, dk, dv, None", "return dq, dv, dk, None"),  # dK and dV swapped
+        ("17.3", "attention_dkdv(q, k, v, o, do, lse, causal=ctx.causal)",
+         "attention_dkdv(q, k, v, o, do, lse)"),  # causal flag not passed to the dK/dV kernel
     ],
     "lab18_decoding_and_sparse_kernels": [
         ("18.1", "w = torch.exp(lse_parts - m)", "w = torch.exp(lse_parts)"),  # no max shift
+        ("18.1", "    m = torch.where(torch.isinf(m), torch.zeros_like(m), m)",
+         "    m = m"),  # ignores empty chunks' -inf: -inf - (-inf) is NaN when every chunk is empty
+        ("18.1", "/ torch.where(total > 0, total, torch.ones_like(total))", "/ total"),  # 0 / 0 with no keys
+        ("18.1", "w = torch.exp(lse_parts - m)", "w = torch.exp2(lse_parts - m)"),  # lse taken in base 2
         ("18.2", "(m_i + tl.math.log2(safe_l)) * 0.6931471805599453", "(m_i + tl.math.log2(safe_l))"),  # base 2
         ("18.2", "        ok = cols < hi\n", "        ok = cols < hi + 1\n"),  # one key past the chunk
+        ("18.2", "* S + s) * D + offs_d[None, :], out, mask=g_ok[:, None])",
+         "* S + s) * D + offs_d[None, :], out)"),  # outputs stored unmasked: the padded rows of a group
+        ("18.2", "tl.store(LSEP + heads * S + s, lse, mask=g_ok)",
+         "tl.store(LSEP + heads * S + s, lse)"),  # log-sum-exps stored unmasked: the padded rows of a group
+        ("18.2", "m_new = tl.maximum(m_i, tl.max(x, 1))", "m_new = tl.max(x, 1)"),  # tile max, not running max
         ("18.3", "(i_first - j_last < window)", "(i_first - j_last <= window)"),  # one tile too many
+        ("18.3", "(i_first - j_last < window)", "(i_first - j_first < window)"),  # tiles reached by later keys lost
+        ("18.3", "(i_last - j_first >= 0)", "(i_last - j_first > 0)"),  # a tile with only i == j left out
+        ("18.3", "(i_last - j_first >= 0) & ", ""),  # not causal: tiles above the diagonal kept
         ("18.4", "keep = keep & (cols[None, :] <= offs_m[:, None])",
          "keep = keep & (cols[None, :] < offs_m[:, None])"),  # causal off by one
+        ("18.4", "kb = tl.load(KV_IDX + (bh * NB + qb) * NB + t)\n", "kb = t\n"),  # first blocks, not the listed
+        ("18.4", "kb = tl.load(KV_IDX + (bh * NB + qb) * NB + t)\n",
+         "kb = tl.load(KV_IDX + qb * NB + t)\n"),  # head 0's block list for every head
+        ("18.4", 'shift = tl.where(m_new == float("-inf"), 0.0, m_new)',
+         "shift = m_new"),  # no guard: a row with no visible key yet gives -inf - (-inf) = NaN
+        ("18.4", "keep = ok[None, :]", "keep = offs_m[:, None] < L"),  # keys past L not masked
     ],
 }
 CASES = [(lab, *m) for lab, mutations in MUTATIONS.items() for m in mutations]
