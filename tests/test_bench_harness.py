@@ -262,16 +262,19 @@ def test_ladder_logic_runs_in_the_interpreter(monkeypatch):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real ladder in tools/gpu_check.sh")
 def test_ladder_times_the_warp_specialised_step_where_it_applies():
-    """Not causal: timed and compared with SDPA; causal: recorded as not run, with the kernel's reason."""
+    """Whole tiles, causal or not: timed and compared with SDPA; a length off its tiles: recorded as not run,
+    with the kernel's reason."""
     pytest.importorskip("triton")
     from attnlib.bench.flash import time_ladder
 
     steps = [("warp-specialized 16x16", "ws", (16, 16, 4, 2))]
-    rows = time_ladder((32,), head_dim=64, dtype=torch.float16, timer=cpu_timer, device="cpu", steps=steps,
-                       tokens=64, model_dim=128)  # B=2, H=2
-    ws = {r["causal"]: r for r in rows if r["step"] == steps[0][0]}
-    assert ws[False]["error"] is None and ws[False]["rel_error_vs_sdpa_flash"] < 1e-2, ws[False]
-    assert ws[True]["tflops"] is None and "causal=True" in ws[True]["error"]
+    rows = time_ladder((32, 40), head_dim=64, dtype=torch.float16, timer=cpu_timer, device="cpu", steps=steps,
+                       tokens=80, model_dim=128)  # H=2; B=2 at 32, B=2 at 40
+    ws = {(r["seq_len"], r["causal"]): r for r in rows if r["step"] == steps[0][0]}
+    for causal in (False, True):
+        row = ws[32, causal]
+        assert row["error"] is None and row["rel_error_vs_sdpa_flash"] < 1e-2, row
+        assert ws[40, causal]["tflops"] is None and "Lq=40" in ws[40, causal]["error"]
 
 
 def test_an_experimental_forward_joins_the_grid_only_if_it_beat_the_default_everywhere():
@@ -322,9 +325,9 @@ def test_the_grid_times_an_experimental_forward_with_attnlibs_backward():
     ref = torch.autograd.grad(torch.nn.functional.scaled_dot_product_attention(*leaves), leaves, do.float())
     for got, want in zip(grads, ref):
         assert ((got.float() - want).norm() / want.norm()) < 1e-2
-    refused = time_shape({**shape, "causal": True}, (EXPERIMENTAL,), device="cpu", dtype=torch.float16,
+    refused = time_shape({**shape, "seq_len": 40}, (EXPERIMENTAL,), device="cpu", dtype=torch.float16,
                          timer=cpu_timer, experimental=choice)
-    assert len(refused) == 2 and all(r["tflops"] is None and "causal=True" in r["error"] for r in refused)
+    assert len(refused) == 2 and all(r["tflops"] is None and "Lq=40" in r["error"] for r in refused)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real breakdown in tools/gpu_check.sh")

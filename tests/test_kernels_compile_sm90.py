@@ -48,9 +48,11 @@ def test_all_kernels_compile_for_sm90_fit_and_have_spill_free_configs(tmp_path):
             "_block_sparse_fwd_kernel"} <= kernels
     assert all(r["error"] is None and r["fits_shared"] for r in rows)
     # The experimental forward is warp-specialised for Hopper: Triton adds a producer warp group
-    # to the 4 warps asked for (tl.range(..., warp_specialize=True); 12 warps in Triton 3.6 and 3.9).
+    # to the 4 warps asked for (tl.range(..., warp_specialize=True); 12 warps in Triton 3.6 and 3.9),
+    # causal too (one loop, every tile masked: the pass takes no second loop and no branch in the loop).
     ws = [r for r in rows if r["kernel"] == "_flash_fwd_ws_kernel"]
-    assert ws and all(r["warps_compiled"] > r["num_warps"] == 4 for r in ws), ws
+    assert {r["CAUSAL"] for r in ws} == {False, True}, ws
+    assert all(r["warps_compiled"] > r["num_warps"] == 4 and r["spill_bytes"] == 0 for r in ws), ws
     # The experimental dK/dV kernel: its descriptor tiles at 64x128 fit without spilling (attnlib's
     # pointer kernel spills there), and the 4-warp variant is warp-specialised too.
     dkdv_ws = [r for r in rows if r["kernel"] == "_flash_bwd_dkdv_ws_kernel"]

@@ -351,15 +351,15 @@ def test_auto_takes_a_promoted_experimental_forward_only_where_it_handles_the_in
     monkeypatch.setattr(_flash_fwd_ws, "flash_fwd_ws", spy("ws", _flash_fwd_ws.flash_fwd_ws))
     monkeypatch.setattr(flash, "_forward_tma", spy("tma", flash._forward_tma))
     _check(1, 4, 2, 32, 48, 64, False, torch.float16, seed=11)  # whole 16-row tiles, grouped K/V heads
-    assert ran == ["ws"]
-    _check(1, 2, 2, 32, 32, 64, True, torch.float16, seed=12, grads=False)  # causal: not this kernel's
+    _check(1, 2, 2, 32, 48, 64, True, torch.float16, seed=12)  # causal, whole tiles
+    assert ran == ["ws", "ws"]
     _check(1, 2, 2, 37, 48, 64, False, torch.float16, seed=13, grads=False)  # a ragged query tile
     _check(1, 2, 2, 32, 48, 40, False, torch.float16, seed=14, grads=False)  # head dim 40
-    assert ran == ["ws", "tma", "tma", "tma"]
+    assert ran == ["ws", "ws", "tma", "tma"]
     q, k, v = _inputs(1, 2, 2, 32, 48, 64, torch.float16, seed=15)
     flash_attention(q, k, v, kernel="tma")
     flash_attention(q, k, v, kernel="portable")
-    assert ran == ["ws"] + ["tma"] * 4  # an explicit kernel is that kernel
+    assert ran == ["ws", "ws"] + ["tma"] * 3  # an explicit kernel is that kernel
 
     def broken(*args, **kwargs):
         raise RuntimeError("no warp specialisation here")
@@ -371,7 +371,7 @@ def test_auto_takes_a_promoted_experimental_forward_only_where_it_handles_the_in
     assert flash._EXPERIMENTAL_FAILURE == "RuntimeError: no warp specialisation here"
     monkeypatch.setattr(_flash_fwd_ws, "flash_fwd_ws", spy("ws", _flash_fwd_ws.flash_fwd_ws))
     flash_attention(q, k, v)  # not tried again
-    assert ran == ["ws"] + ["tma"] * 6
+    assert ran == ["ws", "ws"] + ["tma"] * 5
 
     def no_gluon(*args, **kwargs):  # what a Triton without Gluon (before 3.6) does at the import
         raise ImportError("cannot import name 'gluon' from 'triton.experimental'")
@@ -380,7 +380,7 @@ def test_auto_takes_a_promoted_experimental_forward_only_where_it_handles_the_in
     monkeypatch.setattr(_flash_experimental, "unhandled", no_gluon)
     with pytest.warns(RuntimeWarning, match="ImportError"):
         flash_attention(q, k, v)
-    assert ran == ["ws"] + ["tma"] * 7
+    assert ran == ["ws", "ws"] + ["tma"] * 6
 
 
 def test_experimental_forwards_say_what_they_do_not_handle():
@@ -388,7 +388,9 @@ def test_experimental_forwards_say_what_they_do_not_handle():
 
     q, k, v = _inputs(1, 4, 2, 256, 256, 128, torch.float16, seed=0)
     assert _flash_experimental.unhandled("ws", (128, 64, 4, 3), q, k, v, False) == []
-    assert "causal=True" in " ".join(_flash_experimental.unhandled("ws", (128, 64, 4, 3), q, k, v, True))
+    assert _flash_experimental.unhandled("ws", (128, 64, 4, 3), q, k, v, True) == []  # causal: one masked loop
+    assert "dtype torch.float32" in " ".join(_flash_experimental.unhandled("ws", (128, 64, 4, 3), q.float(),
+                                                                          k.float(), v.float(), True))
     problems = _flash_experimental.unhandled("ws", (128, 64, 4, 3), q[:, :, :200], k, v, False)
     assert problems and "Lq=200" in problems[0]
     with pytest.raises(ValueError, match="kind must be one of"):

@@ -1,6 +1,7 @@
 """The experimental Hopper kernels (``attnlib.kernels._flash_fwd_ws``, ``._flash_bwd_ws``) under the interpreter.
 
-What a CPU can check: the forward computes attention and its log-sum-exp, and the dK/dV
+What a CPU can check: the forward computes attention and its log-sum-exp (causal too, with more
+queries than keys, where a row sees no key), and the dK/dV
 kernel the gradients of the keys and values (the interpreter runs the loops as written; the
 warp specialisation itself is a compilation step, which ``test_kernels_compile_sm90.py``
 checks happens for sm_90), and both refuse what they do not handle with an error that names
@@ -21,11 +22,18 @@ from attnlib.kernels._flash_fwd_ws import WS_CONFIGS, check_ws_supported, flash_
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter tests (the GPU times the ladder)")
 
 
-def _reference(q, k, v):
+def _reference(q, k, v, causal=False):
+    """float64 attention and its natural log-sum-exp; causal aligned bottom-right (key j seen by query i
+    if j <= i + Lk - Lq); a row that sees no key gives 0 and log-sum-exp +inf, attnlib's convention."""
     group = q.shape[1] // k.shape[1]
     k, v = k.double().repeat_interleave(group, 1), v.double().repeat_interleave(group, 1)
     s = q.double() @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-    return torch.softmax(s, -1) @ v, torch.logsumexp(s, -1)
+    if causal:
+        lq, lk = s.shape[-2:]
+        s = s.masked_fill(torch.ones(lq, lk, dtype=torch.bool).tril(lk - lq).logical_not(), float("-inf"))
+    lse = torch.logsumexp(s, -1)
+    out = torch.nan_to_num(torch.softmax(s, -1)) @ v
+    return out, torch.where(torch.isinf(lse), float("inf"), lse)
 
 
 @pytest.mark.parametrize("hk, d, lq, lk", [(4, 64, 32, 48), (2, 64, 16, 80), (1, 128, 32, 32)])
@@ -41,13 +49,38 @@ def test_matches_attention_and_its_log_sum_exp(hk, d, lq, lk):
         torch.testing.assert_close(lse2.view(2, 4, lq).double() * math.log(2), ref_lse, atol=2e-3, rtol=1e-3)
 
 
+@pytest.mark.parametrize("hk, lq, lk, block_m, block_n", [
+    (4, 48, 48, 16, 16),  # square
+    (2, 32, 64, 16, 16),  # more keys than queries: the diagonal moves right by Lk - Lq
+    (2, 64, 32, 16, 16),  # more queries than keys: the first 32 rows see no key
+    (4, 64, 96, 32, 16),  # tiles of two shapes: a query tile's diagonal crosses two key tiles
+])
+def test_causal_matches_attention_and_its_log_sum_exp(hk, lq, lk, block_m, block_n):
+    """Causal: one specialised loop over the key tiles a query tile may see, every tile masked."""
+    g = torch.Generator().manual_seed(hk * 1000 + lq + lk)
+    q = torch.randn(1, 4, lq, 64, generator=g).half()
+    k, v = (torch.randn(1, hk, lk, 64, generator=g).half() for _ in range(2))
+    q[0, 2, -1] *= 40  # large logits in one row: the online softmax must rescale
+    ref_o, ref_lse = _reference(q, k, v, causal=True)
+    for warp_specialize in (True, False):
+        o, lse2 = flash_fwd_ws(q, k, v, True, 64 ** -0.5, config=(block_m, block_n, 4, 2),
+                               warp_specialize=warp_specialize)
+        torch.testing.assert_close(o.double(), ref_o, atol=2e-3, rtol=2e-3)
+        torch.testing.assert_close(lse2.view(1, 4, lq).double() * math.log(2), ref_lse, atol=2e-3, rtol=1e-3)
+        # and what attnlib's own forward gives (output and base-2 log-sum-exp)
+        same_o, same_lse2 = flash._forward(q, k, v, True, 64 ** -0.5)
+        torch.testing.assert_close(o, same_o, atol=2e-3, rtol=2e-3)
+        torch.testing.assert_close(lse2, same_lse2, atol=2e-3, rtol=1e-3)
+
+
 def test_every_ladder_configuration_is_a_whole_tile_shape():
     assert all(bm % 64 == 0 and bn % 64 == 0 and warps == 4 for bm, bn, warps, _ in WS_CONFIGS)
 
 
 @pytest.mark.parametrize("causal, dtype, d, lq, lk, words", [
-    (True, torch.float16, 64, 32, 32, "causal=True"),
+    (True, torch.float32, 64, 32, 32, "dtype torch.float32"),
     (False, torch.float32, 64, 32, 32, "dtype torch.float32"),
+    (True, torch.float16, 64, 32, 40, "Lk=40"),
     (False, torch.float16, 80, 32, 32, "head dim 80"),
     (False, torch.float16, 64, 33, 32, "Lq=33"),
     (False, torch.float16, 64, 32, 40, "Lk=40"),

@@ -67,8 +67,8 @@ def flash_cases(quick: bool):
                 yield name + " fwd", lambda q=q, k=k, v=v, c=causal: flash._forward_portable(q, k, v, c, 0.1)
                 if dtype != torch.float32 and d % 8 == 0 and flash.TensorDescriptor is not None:
                     yield name + " fwd-tma", lambda q=q, k=k, v=v, c=causal: flash._forward_tma(q, k, v, c, 0.1)
-                if dtype != torch.float32 and d in (64, 128) and not causal:
-                    yield from _ws_cases(name, q, k, v)
+                if dtype != torch.float32 and d in (64, 128):
+                    yield from _ws_cases(name, q, k, v, causal)
                 if dtype != torch.float32 and d in (64, 128):
                     yield from _gluon_cases(name, q, k, v, causal)
                 o, lse = torch.empty_like(q), torch.empty(b * h, n)
@@ -101,8 +101,8 @@ def bench_cases(quick: bool):
                     yield name + " fwd", lambda q=q, k=k, v=v, c=causal: flash._forward_portable(q, k, v, c, 0.1)
                 if flash.TensorDescriptor is not None:
                     yield name + " fwd-tma", lambda q=q, k=k, v=v, c=causal: flash._forward_tma(q, k, v, c, 0.1)
-                if label == "grid" and not causal:  # the ladder's warp-specialised steps
-                    yield from _ws_cases(name, q, k, v)
+                if label == "grid":  # the ladder's warp-specialised steps
+                    yield from _ws_cases(name, q, k, v, causal)
                 if label == "grid":  # the ladder's Gluon steps
                     yield from _gluon_cases(name, q, k, v, causal)
                 yield name + " bwd", lambda q=q, k=k, v=v, o=o, lse=lse, c=causal: flash._backward(
@@ -120,16 +120,18 @@ def _one_pass_tiles(q, k, v, o, lse, causal):
         flash._backward_one_pass(q, k, v, o, lse, torch.empty_like(q), causal, 0.1, config)
 
 
-def _ws_cases(name, q, k, v):
-    """The experimental Hopper kernels (not causal), once per configuration the benchmark times:
-    the warp-specialised forward (ladder) and the descriptor dK/dV kernel (backward breakdown,
+def _ws_cases(name, q, k, v, causal):
+    """The experimental Hopper kernels, once per configuration the benchmark times: the warp-specialised
+    forward (ladder; causal or not) and, not causal, the descriptor dK/dV kernel (backward breakdown,
     which needs one query head per K/V head: it gets K and V of q's shape)."""
     from attnlib.kernels._flash_bwd_ws import DKDV_WS_CONFIGS, dkdv_ws
     from attnlib.kernels._flash_fwd_ws import WS_CONFIGS, flash_fwd_ws
 
     for config in WS_CONFIGS:
         yield (f"{name} fwd-ws {config[0]}x{config[1]}",
-               lambda q=q, k=k, v=v, c=config: flash_fwd_ws(q, k, v, False, 0.1, config=c))
+               lambda q=q, k=k, v=v, c=config: flash_fwd_ws(q, k, v, causal, 0.1, config=c))
+    if causal:
+        return
     lse = torch.empty(q.shape[0] * q.shape[1], q.shape[2])
     for _, config, ws in DKDV_WS_CONFIGS:
         yield (f"{name} bwd-dkdv-ws {config[0]}x{config[1]}/{config[2]}",

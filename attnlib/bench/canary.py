@@ -77,6 +77,7 @@ def child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024, kinds
         o, lse = flash._forward(q, k, v, False, scale)
         delta = flash._backward_delta(o, do)
         ref_o = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        ref_causal_o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)  # square: same
         ref_dkdv = flash._backward_dkdv(q, k, v, do, lse, delta, False, scale)
     result = {}
     for kind, config, ws in experimental_kernels():
@@ -84,7 +85,8 @@ def child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024, kinds
             continue
         try:
             if kind == "ws":
-                errors = [_rel(flash_fwd_ws(q, k, v, False, scale, config=config)[0], ref_o)]
+                errors = [_rel(flash_fwd_ws(q, k, v, False, scale, config=config)[0], ref_o),
+                          _rel(flash_fwd_ws(q, k, v, True, scale, config=config)[0], ref_causal_o)]
             elif kind.startswith("gluon"):
                 if device != "cuda":  # no interpreter for Gluon: nothing to learn off a GPU
                     result[key(kind, config, ws)] = "not run: Gluon kernels need a GPU (no interpreter)"

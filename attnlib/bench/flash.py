@@ -208,7 +208,8 @@ LADDER = (
     ("TMA 128x64, 4 warps, 2 stages: 2/SM", "tma", (128, 64, 4, 2)),
     ("TMA, autotuned (the default on Hopper)", "tma", None),
     # Experimental, not used by flash_attention (attnlib.kernels._flash_fwd_ws, its WS_CONFIGS): descriptors
-    # made on the device and Triton's Hopper warp specialisation (4 warps become 12); not causal, whole tiles.
+    # made on the device and Triton's Hopper warp specialisation (4 warps become 12); whole tiles; causal with
+    # the mask on every tile (the pass takes one loop).
     ("warp-specialized 128x64, 4(+8) warps, 3 stages", "ws", (128, 64, 4, 3)),
     ("warp-specialized 128x128, 4(+8) warps, 2 stages", "ws", (128, 128, 4, 2)),
     # Experimental, not used by flash_attention (attnlib.kernels._flash_fwd_gluon, its GLUON_CONFIGS): written

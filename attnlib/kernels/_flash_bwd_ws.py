@@ -79,7 +79,7 @@ def _flash_bwd_dkdv_ws_kernel(
 
 def check_dkdv_ws_supported(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, block_n: int) -> None:
     """Raise ValueError naming what this experimental kernel does not handle (see the module docstring)."""
-    problems = unhandled(q, k, causal, block_m, block_n)
+    problems = unhandled(q, k, causal, block_m, block_n, causal_handled=False)
     if q.shape[1] != k.shape[1]:
         problems.append(f"grouped K/V heads ({q.shape[1]} query heads, {k.shape[1]} key/value heads)")
     if problems:

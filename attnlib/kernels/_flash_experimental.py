@@ -8,8 +8,8 @@ Four forwards are written for Hopper GPUs and timed by the benchmark's ladder
 * ``"gluon-ws"``: the same with a warp that only loads (:mod:`._flash_fwd_gluon_ws`);
 * ``"gluon-pingpong"``: and two consumer warp groups taking turns (:mod:`._flash_fwd_gluon_pingpong`).
 
-Each takes only some inputs (whole tiles, half precision, head dim 64 or 128; ``"ws"`` no causal
-mask): :func:`unhandled` says in words what a call asks for that a kernel lacks.
+Each takes only some inputs (whole tiles, half precision, head dim 64 or 128; the Gluon ones causal
+only with square tiles and Lk >= Lq): :func:`unhandled` says in words what a call asks for that a kernel lacks.
 
 :data:`HOPPER_FORWARD` is ``None``: no measured run has yet shown one of them correct and faster
 than the descriptor (TMA) kernel. If one does (the flash suite's ``experimental_in_grid``: faster

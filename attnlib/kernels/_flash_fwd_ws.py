@@ -14,10 +14,19 @@ alone. Whether it is faster is for a GPU to say: the benchmark's forward ladder 
 (``attnlib.bench.flash.LADDER``); :func:`attnlib.kernels.flash_attention` uses it only once a measured
 run names it the Hopper default (:mod:`._flash_experimental`).
 
-Scope, kept small on purpose: not causal (the pass handles one unmasked loop), float16 or
-bfloat16, head dim 64 or 128, and lengths that are whole multiples of the tiles (so no tile
-needs a mask and none crosses from one head into the next of the flattened ``(B*H*L, D)``
-views). The math is the online softmax of :func:`._flash_fwd.online_softmax_step`.
+Scope, kept small on purpose: float16 or bfloat16, head dim 64 or 128, and lengths that are
+whole multiples of the tiles (so no tile needs a length mask and none crosses from one head into
+the next of the flattened ``(B*H*L, D)`` views). The math is the online softmax of
+:func:`._flash_fwd.online_softmax_step`.
+
+Causal, one loop with the mask on every tile. The pass takes one loop: a kernel with two
+specialised loops (unmasked tiles, then the diagonal's masked ones, as attnlib's other forwards
+do) fails in the pass (``PassManager::run failed`` in ``NVGPUWarpSpecialization``, Triton 3.6 and
+3.9), and a branch inside the loop between a masked and an unmasked step makes the pass leave the
+loop alone (4 warps, 255 registers, spills). So the causal kernel runs one specialised loop over
+every key tile a row of the query tile may see and masks each of them: one compare and one select
+per score more than needed on the tiles left of the diagonal (compiled for sm_90, D=128 bf16:
+12 warps, 168 registers, no spill, as the non-causal kernel; ``tools/compile_kernels.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._flash_fwd import online_softmax_step
+from ._flash_fwd import key_tile_range, online_softmax_step
 
 __all__ = ["flash_fwd_ws", "check_ws_supported", "unhandled", "flatten_heads", "WS_CONFIGS"]
 
@@ -39,9 +48,12 @@ WS_CONFIGS = ((128, 64, 4, 3), (128, 128, 4, 2))
 def _flash_fwd_ws_kernel(
     Q, K, V, Out, LSE,  # q/out (B*H*LQ, D), k/v (B*Hk*LK, D) contiguous; LSE (B*H, LQ) float32, base 2
     H, GROUP, LQ, LK, qk_scale,
-    BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
+    CAUSAL: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,
 ):
     start_m = tl.program_id(0)
+    if CAUSAL:  # heaviest query tiles first
+        start_m = tl.num_programs(0) - 1 - start_m
     off_bh = tl.program_id(1)
     off_kh = (off_bh // H) * (H // GROUP) + (off_bh % H) // GROUP  # the shared K/V head
     # Descriptors made here, on the device (the warp-specialisation pass needs them so).
@@ -63,19 +75,28 @@ def _flash_fwd_ws_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    for start_n in tl.range(0, LK, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
+    # Keys [0, hi) are those some row of this tile may see (all of them when not causal); causal, every tile
+    # is masked (the pass takes one loop, see the module docstring): key j is seen by row i if j <= i + LK - LQ.
+    _, hi = key_tile_range(start_m, LK - LQ, LK, CAUSAL, BLOCK_M, BLOCK_N)
+    for start_n in tl.range(0, hi, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
         k = k_desc.load([kv_row + start_n, 0])  # (BLOCK_N, BLOCK_D)
         v = v_desc.load([kv_row + start_n, 0])
-        acc, l_i, m_i = online_softmax_step(acc, l_i, m_i, q, k, v, start_n + offs_n, offs_m, qk_scale, LK, 0,
-                                            False, False, "tf32")
-    o_desc.store([q_row, 0], (acc / l_i[:, None]).to(q.dtype))
-    tl.store(LSE + off_bh * LQ + offs_m, m_i + tl.math.log2(l_i))
+        acc, l_i, m_i = online_softmax_step(acc, l_i, m_i, q, k, v, start_n + offs_n, offs_m, qk_scale, LK,
+                                            LK - LQ, CAUSAL, CAUSAL, "tf32")
+    # A causal row with no key to see (Lq > Lk) has l = 0: its output is 0 and its log-sum-exp +inf, as in
+    # attnlib's other forwards.
+    seen = l_i > 0.0
+    l_safe = tl.where(seen, l_i, 1.0)
+    o_desc.store([q_row, 0], (acc / l_safe[:, None]).to(q.dtype))
+    tl.store(LSE + off_bh * LQ + offs_m, tl.where(seen, m_i + tl.math.log2(l_safe), float("inf")))
 
 
-def unhandled(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, block_n: int, v=None) -> list[str]:
-    """What the experimental Hopper kernels (this forward and ``_flash_bwd_ws``) do not handle, in words.
+def unhandled(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, block_n: int, v=None,
+              causal_handled: bool = True) -> list[str]:
+    """What the experimental Hopper kernels (this forward and ``_flash_bwd_ws``, which passes
+    ``causal_handled=False``) do not handle, in words.
 
-    Beyond their limits (not causal, half precision, D 64 or 128, whole tiles), the inputs must fit
+    Beyond their limits (half precision, D 64 or 128, whole tiles), the inputs must fit
     together as :func:`attnlib.kernels.flash_attention` checks them, since these kernels read rows of
     flattened tensors and the copy engine fills rows past the end with zeros: a mismatch would give a
     wrong answer, not an error. (``v``, when given, must have ``k``'s shape and dtype.)"""
@@ -90,7 +111,7 @@ def unhandled(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, bloc
         problems.append(f"v of shape {tuple(v.shape)} and dtype {v.dtype} (k's: {tuple(k.shape)}, {k.dtype})")
     if k.dtype != q.dtype:
         problems.append(f"k of dtype {k.dtype} with q of dtype {q.dtype} (one dtype)")
-    if causal:
+    if causal and not causal_handled:
         problems.append("causal=True (only the unmasked, non-causal loop is handled)")
     if q.dtype not in (torch.float16, torch.bfloat16):
         problems.append(f"dtype {q.dtype} (float16 or bfloat16 only)")
@@ -134,7 +155,8 @@ def flash_fwd_ws(q, k, v, causal: bool, scale: float, config=WS_CONFIGS[0], warp
         _ensure_allocator()
     _flash_fwd_ws_kernel[(q.shape[2] // block_m, lse.shape[0])](
         q2, k2, v2, o2, lse, *scalars, scale * 1.4426950408889634,
-        BLOCK_D=q.shape[3], BLOCK_M=block_m, BLOCK_N=block_n, WARP_SPECIALIZE=warp_specialize,
+        CAUSAL=bool(causal), BLOCK_D=q.shape[3], BLOCK_M=block_m, BLOCK_N=block_n,
+        WARP_SPECIALIZE=warp_specialize,
         num_warps=num_warps, num_stages=num_stages,
     )
     return o2.reshape(q.shape), lse

@@ -274,7 +274,7 @@ def compile_report(launch: Callable[[], object], *, arch: int = 90, all_configs:
 
 FLASH_KERNELS = ("portable", "tma", "dkdv", "dq", "ws", "dkdv-ws", "gluon", "gluon-ws", "gluon-pingpong",
                  "one-pass")  # the forward kernels, the backward's dK/dV and dQ, the experimental Hopper kernels
-# (not causal): attnlib.kernels._flash_fwd_ws and ._flash_bwd_ws, the experimental Gluon forwards
+# attnlib.kernels._flash_fwd_ws and ._flash_bwd_ws (not causal), the experimental Gluon forwards
 # (attnlib.kernels._flash_fwd_gluon, ._flash_fwd_gluon_ws, ._flash_fwd_gluon_pingpong), and the experimental
 # one-pass backward (flash._backward_one_pass: the dK/dV kernel adding dQ with atomic adds)
 
@@ -286,7 +286,7 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
 
     ``kernel``: ``"portable"`` or ``"tma"`` (the forward; tensor descriptors are Hopper only),
     ``"dkdv"`` or ``"dq"`` (the backward's two kernels), ``"ws"`` (the experimental
-    warp-specialised forward: not causal; its configurations are ``WS_CONFIGS``, none
+    warp-specialised forward, causal or not; its configurations are ``WS_CONFIGS``, none
     pruned), ``"dkdv-ws"`` (the experimental descriptor dK/dV kernel: ``DKDV_WS_CONFIGS``,
     the 4-warp one warp-specialised), ``"gluon"`` (the experimental Gluon forward: ``GLUON_CONFIGS``,
     lengths whole tiles, causal only with square tiles), ``"gluon-ws"`` (the same with a loader warp:
