@@ -1,8 +1,8 @@
 """The experimental Hopper kernels (``attnlib.kernels._flash_fwd_ws``, ``._flash_bwd_ws``) under the interpreter.
 
 What a CPU can check: the forward computes attention and its log-sum-exp (causal too, with more
-queries than keys, where a row sees no key), and the dK/dV
-kernel the gradients of the keys and values (the interpreter runs the loops as written; the
+keys than queries), and the dK/dV kernel the gradients of the keys and values (the interpreter
+runs the loops as written; the
 warp specialisation itself is a compilation step, which ``test_kernels_compile_sm90.py``
 checks happens for sm_90), and both refuse what they do not handle with an error that names
 it. Speed is the GPU benchmark's job.
@@ -24,16 +24,14 @@ pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter t
 
 def _reference(q, k, v, causal=False):
     """float64 attention and its natural log-sum-exp; causal aligned bottom-right (key j seen by query i
-    if j <= i + Lk - Lq); a row that sees no key gives 0 and log-sum-exp +inf, attnlib's convention."""
+    if j <= i + Lk - Lq, Lk >= Lq: every row sees a key)."""
     group = q.shape[1] // k.shape[1]
     k, v = k.double().repeat_interleave(group, 1), v.double().repeat_interleave(group, 1)
     s = q.double() @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
     if causal:
         lq, lk = s.shape[-2:]
         s = s.masked_fill(torch.ones(lq, lk, dtype=torch.bool).tril(lk - lq).logical_not(), float("-inf"))
-    lse = torch.logsumexp(s, -1)
-    out = torch.nan_to_num(torch.softmax(s, -1)) @ v
-    return out, torch.where(torch.isinf(lse), float("inf"), lse)
+    return torch.softmax(s, -1) @ v, torch.logsumexp(s, -1)
 
 
 @pytest.mark.parametrize("hk, d, lq, lk", [(4, 64, 32, 48), (2, 64, 16, 80), (1, 128, 32, 32)])
@@ -52,7 +50,6 @@ def test_matches_attention_and_its_log_sum_exp(hk, d, lq, lk):
 @pytest.mark.parametrize("hk, lq, lk, block_m, block_n", [
     (4, 48, 48, 16, 16),  # square
     (2, 32, 64, 16, 16),  # more keys than queries: the diagonal moves right by Lk - Lq
-    (2, 64, 32, 16, 16),  # more queries than keys: the first 32 rows see no key
     (4, 64, 96, 32, 16),  # tiles of two shapes: a query tile's diagonal crosses two key tiles
 ])
 def test_causal_matches_attention_and_its_log_sum_exp(hk, lq, lk, block_m, block_n):
@@ -81,6 +78,7 @@ def test_every_ladder_configuration_is_a_whole_tile_shape():
     (True, torch.float32, 64, 32, 32, "dtype torch.float32"),
     (False, torch.float32, 64, 32, 32, "dtype torch.float32"),
     (True, torch.float16, 64, 32, 40, "Lk=40"),
+    (True, torch.float16, 64, 64, 32, "Lq=64 > Lk=32"),  # rows that see no key
     (False, torch.float16, 80, 32, 32, "head dim 80"),
     (False, torch.float16, 64, 33, 32, "Lq=33"),
     (False, torch.float16, 64, 32, 40, "Lk=40"),

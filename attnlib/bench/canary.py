@@ -78,6 +78,9 @@ def child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024, kinds
         delta = flash._backward_delta(o, do)
         ref_o = torch.nn.functional.scaled_dot_product_attention(q, k, v)
         ref_causal_o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)  # square: same
+        # causal with 256 more keys than queries: the diagonal moves right (attnlib's own forward as the reference)
+        k_long, v_long = torch.cat([k, k[:, :, :256]], 2), torch.cat([v, v[:, :, :256]], 2)
+        ref_long_o = flash._forward(q, k_long, v_long, True, scale)[0]
         ref_dkdv = flash._backward_dkdv(q, k, v, do, lse, delta, False, scale)
     result = {}
     for kind, config, ws in experimental_kernels():
@@ -86,7 +89,8 @@ def child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024, kinds
         try:
             if kind == "ws":
                 errors = [_rel(flash_fwd_ws(q, k, v, False, scale, config=config)[0], ref_o),
-                          _rel(flash_fwd_ws(q, k, v, True, scale, config=config)[0], ref_causal_o)]
+                          _rel(flash_fwd_ws(q, k, v, True, scale, config=config)[0], ref_causal_o),
+                          _rel(flash_fwd_ws(q, k_long, v_long, True, scale, config=config)[0], ref_long_o)]
             elif kind.startswith("gluon"):
                 if device != "cuda":  # no interpreter for Gluon: nothing to learn off a GPU
                     result[key(kind, config, ws)] = "not run: Gluon kernels need a GPU (no interpreter)"

@@ -27,6 +27,8 @@ loop alone (4 warps, 255 registers, spills). So the causal kernel runs one speci
 every key tile a row of the query tile may see and masks each of them: one compare and one select
 per score more than needed on the tiles left of the diagonal (compiled for sm_90, D=128 bf16:
 12 warps, 168 registers, no spill, as the non-causal kernel; ``tools/compile_kernels.py``).
+Causal needs ``Lk >= Lq``: with more queries than keys, a query tile that sees no key would run the
+specialised loop zero times, a case no GPU has tried (a hang would be a hang in user code).
 """
 
 from __future__ import annotations
@@ -83,12 +85,8 @@ def _flash_fwd_ws_kernel(
         v = v_desc.load([kv_row + start_n, 0])
         acc, l_i, m_i = online_softmax_step(acc, l_i, m_i, q, k, v, start_n + offs_n, offs_m, qk_scale, LK,
                                             LK - LQ, CAUSAL, CAUSAL, "tf32")
-    # A causal row with no key to see (Lq > Lk) has l = 0: its output is 0 and its log-sum-exp +inf, as in
-    # attnlib's other forwards.
-    seen = l_i > 0.0
-    l_safe = tl.where(seen, l_i, 1.0)
-    o_desc.store([q_row, 0], (acc / l_safe[:, None]).to(q.dtype))
-    tl.store(LSE + off_bh * LQ + offs_m, tl.where(seen, m_i + tl.math.log2(l_safe), float("inf")))
+    o_desc.store([q_row, 0], (acc / l_i[:, None]).to(q.dtype))  # every row has seen a key (Lk >= Lq if causal)
+    tl.store(LSE + off_bh * LQ + offs_m, m_i + tl.math.log2(l_i))
 
 
 def unhandled(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, block_n: int, v=None,
@@ -113,6 +111,8 @@ def unhandled(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, bloc
         problems.append(f"k of dtype {k.dtype} with q of dtype {q.dtype} (one dtype)")
     if causal and not causal_handled:
         problems.append("causal=True (only the unmasked, non-causal loop is handled)")
+    elif causal and lq > lk:  # query tiles with no key to see would run the specialised loop zero times
+        problems.append(f"causal with Lq={lq} > Lk={lk} (rows that see no key; causal needs Lk >= Lq)")
     if q.dtype not in (torch.float16, torch.bfloat16):
         problems.append(f"dtype {q.dtype} (float16 or bfloat16 only)")
     if d not in (64, 128):
