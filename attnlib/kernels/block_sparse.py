@@ -145,9 +145,9 @@ def _described(x) -> str:
     return f"shape {tuple(x.shape)} and dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
 
 
-def _check_bool_mask(mask, name: str) -> None:
+def _check_bool_mask(mask, name: str, dims: str = "(..., nQB, nKB)") -> None:
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() < 2:
-        raise TypeError(f"{name} must be a boolean torch.Tensor of shape (..., nQB, nKB), got {_described(mask)}")
+        raise TypeError(f"{name} must be a boolean torch.Tensor of shape {dims}, got {_described(mask)}")
 
 
 def _tile_ranges(lq: int, lk: int, block_size: int, device=None):
@@ -162,8 +162,7 @@ def _tile_ranges(lq: int, lk: int, block_size: int, device=None):
 
 def block_mask_from_dense(mask: torch.Tensor, block_size: int) -> torch.Tensor:
     """``(..., Lq, Lk)`` boolean mask -> ``(..., nQB, nKB)``: a tile is active iff any entry in it is True."""
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() < 2:
-        raise TypeError(f"mask must be a boolean torch.Tensor of shape (..., Lq, Lk), got {_described(mask)}")
+    _check_bool_mask(mask, "mask", "(..., Lq, Lk)")
     block_size = _check_block_size(block_size)
     lq, lk = mask.shape[-2:]
     pad_q, pad_k = (-lq) % block_size, (-lk) % block_size
