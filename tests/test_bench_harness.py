@@ -80,7 +80,8 @@ def test_a_flash_run_stopped_by_its_time_limit_leaves_what_it_measured(tmp_path,
     assert main(["--suite", "flash", "--out", str(tmp_path)]) == 0
     saved = json.loads((tmp_path / "flash.json").read_text())
     assert saved["complete"] is True and saved["forward_kernel"] == "tma" and len(saved["rows"]) == 10
-    assert saved["hopper_forward"] is None and saved["experimental_failure"] is None  # no experimental default
+    assert saved["hopper_forward"] == {} and saved["experimental_failure"] is None  # no experimental default
+    assert saved["experimental_in_grid"] == {"full": None, "causal": None}  # the stand-in ladder has none
 
 
 def test_a_gpu_without_bfloat16_gets_a_clear_refusal(monkeypatch):
@@ -300,6 +301,36 @@ def test_an_experimental_forward_joins_the_grid_only_if_it_beat_the_default_ever
              for r in ladder]  # an output that disagrees with SDPA's: never timed in the grid
     assert best_experimental(wrong) == (loader, "gluon-ws", (128, 128, 8, 2))
     assert best_experimental([{**r, "tflops": None} if r["step"] == default else r for r in ladder]) is None
+    # each mask is judged on its own rows: the causal winner may differ from the full one, or be none
+    causal = [row(default, 4096, 400.0, causal=True), row(default, 16384, 450.0, causal=True),
+              row(gluon, 4096, 390.0, causal=True), row(gluon, 16384, 500.0, causal=True),
+              row(loader, 4096, 420.0, causal=True), row(loader, 16384, 460.0, causal=True)]
+    assert best_experimental(ladder + causal, causal=True) == (loader, "gluon-ws", (128, 128, 8, 2))
+    assert best_experimental(ladder + causal) == (gluon, "gluon", (128, 128, 8, 2))
+    assert best_experimental(ladder, causal=True) is None
+
+
+def test_the_suite_prints_the_hopper_forward_line_to_paste():
+    """The line it prints for the winners is exactly what _flash_experimental.hopper_forward reads back."""
+    from attnlib.bench.flash import hopper_forward_line
+    from attnlib.kernels import _flash_experimental
+
+    ws = ("warp-specialized 128x64, 4(+8) warps, 3 stages", "ws", [128, 64, 4, 3])  # a list, as JSON gives it back
+    assert hopper_forward_line({"full": None, "causal": None}) is None and hopper_forward_line({}) is None
+    line = hopper_forward_line({"full": ws, "causal": None})
+    assert line == "HOPPER_FORWARD = {False: ('ws', (128, 64, 4, 3))}"
+    namespace = {}
+    exec(line, namespace)
+    _flash_experimental.hopper_forward(False)  # (the module's own, empty: None)
+    old = _flash_experimental.HOPPER_FORWARD
+    try:
+        _flash_experimental.HOPPER_FORWARD = namespace["HOPPER_FORWARD"]
+        assert _flash_experimental.hopper_forward(False) == ("ws", (128, 64, 4, 3))
+        assert _flash_experimental.hopper_forward(True) is None
+    finally:
+        _flash_experimental.HOPPER_FORWARD = old
+    both = hopper_forward_line({"full": ws, "causal": ("g", "gluon", (128, 128, 8, 2))})
+    assert both == "HOPPER_FORWARD = {False: ('ws', (128, 64, 4, 3)), True: ('gluon', (128, 128, 8, 2))}"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real grid in tools/gpu_check.sh")
@@ -328,6 +359,14 @@ def test_the_grid_times_an_experimental_forward_with_attnlibs_backward():
     refused = time_shape({**shape, "seq_len": 40}, (EXPERIMENTAL,), device="cpu", dtype=torch.float16,
                          timer=cpu_timer, experimental=choice)
     assert len(refused) == 2 and all(r["tflops"] is None and "Lq=40" in r["error"] for r in refused)
+    # one forward per mask: a mask with no winner is recorded as such, the other is timed
+    per_mask = {False: None, True: choice}
+    rows = [r for causal in (False, True)
+            for r in time_shape({**shape, "causal": causal}, (EXPERIMENTAL,), device="cpu", dtype=torch.float16,
+                                timer=cpu_timer, experimental=per_mask)]
+    assert [r["causal"] for r in rows if r["error"] is None] == [True, True]
+    assert all("no experimental forward beat the default one in the ladder with causal=False" in r["error"]
+               for r in rows if not r["causal"])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real breakdown in tools/gpu_check.sh")

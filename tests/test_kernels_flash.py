@@ -347,7 +347,8 @@ def test_auto_takes_a_promoted_experimental_forward_only_where_it_handles_the_in
 
     monkeypatch.setattr(flash, "_tma_available", lambda q: True)  # as on a Hopper GPU
     monkeypatch.setattr(flash, "_EXPERIMENTAL_FAILURE", None)
-    monkeypatch.setattr(_flash_experimental, "HOPPER_FORWARD", ("ws", (16, 16, 4, 2)))
+    monkeypatch.setattr(_flash_experimental, "HOPPER_FORWARD", {False: ("ws", (16, 16, 4, 2)),
+                                                                True: ("ws", (16, 16, 4, 2))})
     monkeypatch.setattr(_flash_fwd_ws, "flash_fwd_ws", spy("ws", _flash_fwd_ws.flash_fwd_ws))
     monkeypatch.setattr(flash, "_forward_tma", spy("tma", flash._forward_tma))
     _check(1, 4, 2, 32, 48, 64, False, torch.float16, seed=11)  # whole 16-row tiles, grouped K/V heads
@@ -381,6 +382,34 @@ def test_auto_takes_a_promoted_experimental_forward_only_where_it_handles_the_in
     with pytest.warns(RuntimeWarning, match="ImportError"):
         flash_attention(q, k, v)
     assert ran == ["ws", "ws"] + ["tma"] * 6
+
+
+@pytest.mark.skipif(CUDA, reason="the interpreter runs the warp-specialised forward at 16x16 tiles")
+def test_a_promoted_forward_runs_only_for_the_mask_it_is_named_for(monkeypatch):
+    """HOPPER_FORWARD names a forward per mask: one that won without a mask must not take causal inputs."""
+    from attnlib.kernels import _flash_experimental, _flash_fwd_ws, flash
+
+    if flash.TensorDescriptor is None:
+        pytest.skip("this Triton has no triton.tools.tensor_descriptor")
+    ran = []
+    original = _flash_fwd_ws.flash_fwd_ws
+    monkeypatch.setattr(flash, "_tma_available", lambda q: True)  # as on a Hopper GPU
+    monkeypatch.setattr(flash, "_EXPERIMENTAL_FAILURE", None)
+    monkeypatch.setattr(_flash_fwd_ws, "flash_fwd_ws", lambda *a, **kw: ran.append("ws") or original(*a, **kw))
+    for named, want in (({False: ("ws", (16, 16, 4, 2))}, ["ws"]), ({True: ("ws", (16, 16, 4, 2))}, [])):
+        ran.clear()
+        monkeypatch.setattr(_flash_experimental, "HOPPER_FORWARD", named)
+        _check(1, 2, 2, 32, 48, 64, False, torch.float16, seed=21, grads=False)  # not causal
+        assert ran == want
+        _check(1, 2, 2, 32, 48, 64, True, torch.float16, seed=22, grads=False)  # causal
+        assert ran == want + (["ws"] if True in named else [])
+    q, k, v = _inputs(1, 1, 1, 16, 16, 16, torch.float16, seed=0)
+    for malformed, message in ((("ws", (16, 16, 4, 2)), "must be a dict"), ({"full": ("ws", (16, 16, 4, 2))},
+                               "must be a dict"), ({False: ("ws", 16)}, r"HOPPER_FORWARD\[False\] must be"),
+                               ({False: ("fast", (16, 16, 4, 2))}, "kind must be one of")):
+        monkeypatch.setattr(_flash_experimental, "HOPPER_FORWARD", malformed)
+        with pytest.raises(ValueError, match=message):
+            flash_attention(q, k, v)
 
 
 def test_experimental_forwards_say_what_they_do_not_handle():

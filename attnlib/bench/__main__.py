@@ -80,7 +80,7 @@ def main(argv=None) -> int:
 
 def _print_flash_summary(results: dict) -> None:
     """A short table (the tail of the output is what a remote run shows)."""
-    from .flash import backward_lines, ladder_lines
+    from .flash import backward_lines, hopper_forward_line, ladder_lines
 
     for line in ladder_lines(results.get("ladder") or []):
         print("ladder", line)
@@ -90,8 +90,12 @@ def _print_flash_summary(results: dict) -> None:
     print(f"kernel correct: {results.get('kernel_correct')}; largest relative error against SDPA at the "
           f"timed shapes: {results.get('max_rel_error_vs_sdpa')}; skipped shapes: {len(results.get('skipped', []))}")
     tf = {(r["impl"], r["head_dim"], r["seq_len"], r["causal"], r["mode"]): r["tflops"] for r in results["rows"]}
-    if results.get("experimental_in_grid"):
-        print(f"experimental forward in the grid ('exper' below): {results['experimental_in_grid'][0]}")
+    winners = results.get("experimental_in_grid") or {}
+    for mask, winner in winners.items():
+        if winner:
+            print(f"experimental forward in the grid ('exper' below), {mask}: {winner[0]}")
+    if hopper_forward_line(winners):
+        print(f"to make it flash_attention's forward (if the grid agrees): {hopper_forward_line(winners)}")
     print(f"{'D':>4} {'N':>6} {'causal':>6} {'mode':>8} {'ours':>7} {'cudnn':>7} {'flash':>7} {'effic':>7}"
           f" {'/cudnn':>7} {'/flash':>7} {'portbl':>7} {'exper':>7} {'/cudnn':>7}")
     for r in results["ratios"]:

@@ -18,9 +18,10 @@ kernel, 128x128 tiles, autotuning, each with and without tensor descriptors; til
 twice on one SM; the experimental warp-specialised and Gluon kernels) at head dim
 128, N = 4k, 16k and 1k, against SDPA's cuDNN and flash backends (:func:`time_ladder`), and the
 backward kernel by kernel, each with every tile its autotuner chooses from, against SDPA's
-backward alone (:func:`time_backward`). An experimental forward that beat attnlib's default one in
-the ladder at 4k and 16k (:func:`best_experimental`) is timed over the whole grid as well, as
-``attnlib_flash_experimental`` (with attnlib's backward), where it handles the shape.
+backward alone (:func:`time_backward`). For each mask (causal or not), an experimental forward that
+beat attnlib's default one in the ladder at 4k and 16k (:func:`best_experimental`) is timed over the
+grid's shapes of that mask as well, as ``attnlib_flash_experimental`` (with attnlib's backward),
+where it handles the shape, and the suite prints the line that would make it flash_attention's.
 
 ``run(quick=True)`` measures a smaller grid with shorter repetitions.
 """
@@ -44,7 +45,8 @@ from .flops import attention_flops
 from .timing import attention_tflops, bench_ms
 
 __all__ = ["run", "grid", "check_correctness", "time_shape", "time_ladder", "ladder_lines", "time_backward",
-           "backward_candidates", "backward_lines", "ratios", "autotuned_configs", "best_experimental", "IMPLS",
+           "backward_candidates", "backward_lines", "ratios", "autotuned_configs", "best_experimental",
+           "hopper_forward_line", "IMPLS",
            "LADDER", "EXPERIMENTAL", "BACKWARD_PRODUCTS"]
 
 TOKENS = 16384
@@ -69,13 +71,18 @@ def grid(quick: bool = False) -> list[dict]:
 
 def _impl(name: str, experimental=None):
     """``(attend(q, k, v, causal), context)``: SDPA runs inside ``sdpa_kernel(backend)`` pinned for the timing;
-    :data:`EXPERIMENTAL` is the ``experimental=(step name, kind, config)`` forward with attnlib's backward."""
+    :data:`EXPERIMENTAL` is the experimental forward with attnlib's backward: ``experimental`` is
+    ``{causal: (step name, kind, config) or None}`` (one forward per mask), or one ``(step name, kind,
+    config)`` for both masks."""
     if name == EXPERIMENTAL:
-        _, kind, config = experimental
+        per_mask = experimental if isinstance(experimental, dict) else {False: experimental, True: experimental}
 
         def attend_experimental(q, k, v, causal):  # flash_attention's autograd Function, this forward in it
             from ..kernels import flash
 
+            if per_mask.get(causal) is None:
+                raise ValueError(f"no experimental forward beat the default one in the ladder with causal={causal}")
+            _, kind, config = per_mask[causal]
             forward = _experimental_forward(kind, config, q, k, v, causal)
             return flash._FlashAttention.apply(q, k, v, causal, q.shape[-1] ** -0.5, forward)
 
@@ -147,7 +154,7 @@ def check_correctness(device="cuda", dtype=torch.bfloat16, head_dims=(64, 128),
 def time_shape(shape: dict, impls=IMPLS, *, warmup: int = 25, rep: int = 100, device="cuda",
                dtype=torch.bfloat16, timer=bench_ms, experimental=None) -> list[dict]:
     """Rows of ms and TFLOP/s, forward and forward+backward, for each implementation at one shape
-    (``experimental``: the ``(step name, kind, config)`` that :data:`EXPERIMENTAL` in ``impls`` runs)."""
+    (``experimental``: what :data:`EXPERIMENTAL` in ``impls`` runs, as :func:`_impl` takes it)."""
     rows = _measure(shape, impls, warmup, rep, device, dtype, timer, experimental)
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()  # this shape's tensors are gone: give their memory back before the next
@@ -323,14 +330,16 @@ def _experimental_forward(kind: str, config, q, k, v, causal: bool):
     return _flash_experimental.forward(kind, config)
 
 
-def best_experimental(ladder: list[dict], steps=LADDER, lengths=(4096, 16384)):
+def best_experimental(ladder: list[dict], steps=LADDER, lengths=(4096, 16384), causal: bool = False):
     """``(step name, kind, config)`` of the experimental ladder step that beat attnlib's default forward
-    ("TMA, autotuned") at every one of ``lengths`` (not causal) by the largest smallest margin, with
-    outputs that agree with SDPA's; None if none did. The flash suite then times it over the whole grid
-    too (:data:`EXPERIMENTAL`), so that one GPU run says how it compares with SDPA at every shape."""
+    ("TMA, autotuned") at every one of ``lengths``, with the causal mask or without it as ``causal`` says,
+    by the largest smallest margin, with outputs that agree with SDPA's; None if none did. The flash
+    suite then times it over the grid's shapes of that mask too (:data:`EXPERIMENTAL`), so that one GPU
+    run says how it compares with SDPA at every shape, and prints the ``HOPPER_FORWARD`` that would make
+    the winners flash_attention's forwards (:func:`hopper_forward_line`)."""
     kinds = {name: (kernel, config) for name, kernel, config in steps if kernel in EXPERIMENTAL_KINDS}
     speed = {(r["step"], r["seq_len"]): r["tflops"] for r in ladder
-             if not r["causal"] and r.get("tflops") and not _wrong(r)}
+             if r["causal"] == causal and r.get("tflops") and not _wrong(r)}
     best, best_margin = None, 1.0
     for name, (kind, config) in kinds.items():
         margins = [speed.get((name, n), 0.0) / speed[(_DEFAULT_STEP, n)] if speed.get((_DEFAULT_STEP, n)) else 0.0
@@ -338,6 +347,16 @@ def best_experimental(ladder: list[dict], steps=LADDER, lengths=(4096, 16384)):
         if min(margins) > best_margin:
             best, best_margin = (name, kind, config), min(margins)
     return best
+
+
+def hopper_forward_line(winners: dict) -> Optional[str]:
+    """The line of ``attnlib/kernels/_flash_experimental.py`` that would make the ladder's winners
+    (``{"full" or "causal": (step name, kind, config) or None}``, as the suite's ``experimental_in_grid``)
+    flash_attention's forwards on Hopper; None if neither mask has one. Paste it only if the grid's
+    ``experimental_vs_*`` rows agree at the other shapes (D=64, the other lengths)."""
+    named = {causal: (w[1], tuple(w[2])) for causal, w in ((False, winners.get("full")),
+                                                           (True, winners.get("causal"))) if w}
+    return f"HOPPER_FORWARD = {named!r}" if named else None
 
 
 _DEFAULT_STEP = "TMA, autotuned (the default on Hopper)"
@@ -569,7 +588,7 @@ def run(quick: bool = False, checkpoint=None) -> dict:
     tma = _tma_on()
     impls = (IMPLS + ("attnlib_flash_portable",) if tma else IMPLS) if correct else IMPLS[1:]
     save(kernel_correct=correct, forward_kernel="tma" if tma else "portable", tma_failure=flash_module._TMA_FAILURE,
-         hopper_forward=_flash_experimental.HOPPER_FORWARD, correctness=correctness)
+         hopper_forward=_hopper_forward_json(), correctness=correctness)
     # The experimental kernels run once in child processes first (side by side, at most 40% of the budget):
     # a hang or an abort costs a child only.
     tried = canary.run_in_child(budget_s=0.4 * budget_s) if correct else {}
@@ -581,13 +600,18 @@ def run(quick: bool = False, checkpoint=None) -> dict:
                          progress=lambda rows: save(ladder=rows)) if correct else []
     for line in ladder_lines(ladder):
         print("[attnlib.bench] ladder", line, flush=True)
-    # An experimental forward that beat the default one in the ladder (correct, at 4k and 16k) is timed over
-    # the whole grid too: one run then says how it compares with SDPA at every shape, causal included.
-    experimental = best_experimental(ladder) if correct else None
-    if experimental:
+    # For each mask, an experimental forward that beat the default one in the ladder (correct, at 4k and 16k)
+    # is timed over the grid's shapes of that mask too: one run then says how it compares with SDPA everywhere.
+    winners = {mask: best_experimental(ladder, causal=mask == "causal") if correct else None
+               for mask in ("full", "causal")}
+    experimental = {False: winners["full"], True: winners["causal"]}
+    if any(winners.values()):
         impls = impls + (EXPERIMENTAL,)
-        print(f"[attnlib.bench] the grid also times the experimental forward {experimental[0]!r}", flush=True)
-    save(ladder=ladder, experimental_in_grid=experimental)
+        for mask, winner in winners.items():
+            print(f"[attnlib.bench] {mask}: the grid also times the experimental forward "
+                  f"{winner[0] if winner else None!r}", flush=True)
+        print(f"[attnlib.bench] to make them flash_attention's: {hopper_forward_line(winners)}", flush=True)
+    save(ladder=ladder, experimental_in_grid=winners)
     # Then the backward kernel by kernel and tile by tile (a few seconds): where forward+backward's time goes.
     backward = time_backward((4096,), warmup=warmup, rep=rep) if correct else []
     save(backward=backward)
@@ -611,15 +635,16 @@ def run(quick: bool = False, checkpoint=None) -> dict:
         "tma_failure": flash_module._TMA_FAILURE,
         # the experimental forward flash_attention runs before the TMA kernel where it handles a shape (None:
         # none is named), and why it stopped doing so if it failed (then the TMA kernel ran from there on)
-        "hopper_forward": _flash_experimental.HOPPER_FORWARD,
+        "hopper_forward": _hopper_forward_json(),
         "experimental_failure": flash_module._EXPERIMENTAL_FAILURE,
         # the forward output at every timed shape against each SDPA backend's, relative error in norm
         "max_rel_error_vs_sdpa": _max_error(rows),
         "correctness": correctness,
         # None (ran in a child process and matched) or why not, per experimental kernel (canary.key)
         "experimental_kernels": tried,
-        # (ladder step, kind, config) of the experimental forward the grid timed as EXPERIMENTAL, or None
-        "experimental_in_grid": experimental,
+        # {"full", "causal"}: (ladder step, kind, config) of the experimental forward the grid timed as
+        # EXPERIMENTAL at the shapes of that mask, or None
+        "experimental_in_grid": winners,
         "rows": rows,
         "ratios": ratios(rows),
         # the forward step by step (LADDER) against SDPA, D=128: TFLOP/s and error vs SDPA-cuDNN
@@ -631,6 +656,11 @@ def run(quick: bool = False, checkpoint=None) -> dict:
         "autotuned_configs": autotuned_configs(),
         "elapsed_s": time.perf_counter() - start,
     }
+
+
+def _hopper_forward_json() -> dict:
+    """:data:`attnlib.kernels._flash_experimental.HOPPER_FORWARD` with JSON keys ("full", "causal")."""
+    return {("causal" if causal else "full"): choice for causal, choice in _flash_experimental.HOPPER_FORWARD.items()}
 
 
 def _tma_on() -> bool:

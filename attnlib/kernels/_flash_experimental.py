@@ -11,11 +11,13 @@ Four forwards are written for Hopper GPUs and timed by the benchmark's ladder
 Each takes only some inputs (whole tiles, half precision, head dim 64 or 128; the Gluon ones causal
 only with square tiles and Lk >= Lq): :func:`unhandled` says in words what a call asks for that a kernel lacks.
 
-:data:`HOPPER_FORWARD` is ``None``: no measured run has yet shown one of them correct and faster
-than the descriptor (TMA) kernel. If one does (the flash suite's ``experimental_in_grid``: faster
-than the TMA kernel at N = 4k and 16k, outputs agreeing with SDPA's, then timed over the whole
-grid), setting it to that ``(kind, config)`` makes ``kernel="auto"`` run it on Hopper for every
-input it handles, the TMA kernel for the rest, and the TMA kernel from then on if it ever raises.
+:data:`HOPPER_FORWARD` is empty: no measured run has yet shown one of them correct and faster than
+the descriptor (TMA) kernel. If one does (the flash suite's ``experimental_in_grid``: for a mask, faster
+than the TMA kernel at N = 4k and 16k, outputs agreeing with SDPA's, then timed over the grid's shapes
+of that mask), naming it there as ``{causal: (kind, config)}`` (the suite prints the line to paste)
+makes ``kernel="auto"`` run it on Hopper for every input of that mask it handles, the TMA kernel for
+the rest, and the TMA kernel from then on if it ever raises. The two masks are chosen apart: a
+forward that wins without a mask may lose with one (the warp-specialised kernel masks every tile).
 """
 
 from __future__ import annotations
@@ -25,12 +27,29 @@ from typing import Callable, Optional
 
 import torch
 
-__all__ = ["KINDS", "HOPPER_FORWARD", "unhandled", "forward", "gluon_forwards"]
+__all__ = ["KINDS", "HOPPER_FORWARD", "hopper_forward", "unhandled", "forward", "gluon_forwards"]
 
 KINDS = ("ws", "gluon", "gluon-ws", "gluon-pingpong")
 
-# (kind, (BLOCK_M, BLOCK_N, num_warps, num_stages)) of the forward "auto" takes on Hopper, or None.
-HOPPER_FORWARD: Optional[tuple] = None
+# {causal: (kind, (BLOCK_M, BLOCK_N, num_warps, num_stages))}: the forward "auto" takes on Hopper for
+# inputs without a causal mask (False) and with one (True); a mask not named keeps the TMA kernel.
+HOPPER_FORWARD: dict = {}
+
+
+def hopper_forward(causal: bool) -> Optional[tuple]:
+    """``(kind, config)`` that :data:`HOPPER_FORWARD` names for this mask, or None; a malformed entry is a
+    ``ValueError`` naming what was expected (it is edited by hand after a GPU run)."""
+    if not isinstance(HOPPER_FORWARD, dict) or not all(isinstance(c, bool) for c in HOPPER_FORWARD):
+        raise ValueError("HOPPER_FORWARD must be a dict {causal (bool): (kind, config)}, got "
+                         f"{HOPPER_FORWARD!r}")
+    choice = HOPPER_FORWARD.get(causal)
+    if choice is None:
+        return None
+    if not (isinstance(choice, tuple) and len(choice) == 2 and isinstance(choice[1], tuple)):
+        raise ValueError(f"HOPPER_FORWARD[{causal}] must be (kind, (BLOCK_M, BLOCK_N, num_warps, num_stages)), "
+                         f"got {choice!r}")
+    _check_kind(choice[0])
+    return choice
 
 
 def _check_kind(kind: str) -> None:

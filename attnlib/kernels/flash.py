@@ -47,7 +47,7 @@ _LOG2E = 1.4426950408889634
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _KERNELS = ("auto", "portable", "tma")
 _TMA_FAILURE: Optional[str] = None  # set once if the TMA kernel fails to compile here; then "auto" stops trying
-_EXPERIMENTAL_FAILURE: Optional[str] = None  # the same for _flash_experimental.HOPPER_FORWARD, if one is set
+_EXPERIMENTAL_FAILURE: Optional[str] = None  # the same for the forwards _flash_experimental.HOPPER_FORWARD names
 
 
 def _check_inputs(q, k, v) -> None:
@@ -165,11 +165,12 @@ def _forward(q, k, v, causal: bool, scale: float, kernel: str = "auto"):
 
 
 def _promoted_forward(q, k, v, causal: bool, scale: float):
-    """``(o, lse2)`` of the experimental Hopper forward :data:`._flash_experimental.HOPPER_FORWARD`, or None
-    where none is named, this is not a GPU that runs the TMA kernel, the forward does not handle these
-    inputs (whole tiles only, for instance), or it has failed here before (a warning says so, once)."""
+    """``(o, lse2)`` of the experimental Hopper forward :data:`._flash_experimental.HOPPER_FORWARD` names for
+    this mask (causal or not), or None where none is named, this is not a GPU that runs the TMA kernel,
+    the forward does not handle these inputs (whole tiles only, for instance), or it has failed here
+    before (a warning says so, once: the TMA kernel then runs for both masks)."""
     global _EXPERIMENTAL_FAILURE
-    choice = _flash_experimental.HOPPER_FORWARD
+    choice = _flash_experimental.hopper_forward(causal)  # (a malformed HOPPER_FORWARD is an error everywhere)
     if choice is None or _EXPERIMENTAL_FAILURE is not None or not _tma_available(q):
         return None
     kind, config = choice
