@@ -199,6 +199,18 @@ def test_bytes_and_default_splits():
     assert default_num_splits(8, 8, 4096, 16, torch.device("cpu")) == 3
 
 
+def test_host_integer_helpers_agree_with_tritons():
+    """decode.py sizes its launch with plain-int helpers (Triton's are ~4 µs a call on the host)."""
+    import triton
+
+    from attnlib.kernels.decode import _cdiv, _next_pow2
+
+    for a in range(1, 2100):
+        assert _next_pow2(a) == triton.next_power_of_2(a), a
+        for b in (1, 2, 3, 16, 64, 255, 4096):
+            assert _cdiv(a, b) == triton.cdiv(a, b), (a, b)
+
+
 @pytest.mark.skipif(not CUDA, reason="bfloat16 at decoding sizes needs a GPU (the interpreter has no bf16)")
 @pytest.mark.parametrize("hkv", [32, 8])
 def test_bfloat16_decode_sizes_on_gpu(hkv):

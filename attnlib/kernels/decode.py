@@ -36,6 +36,7 @@ visible key) gets zeros, as everywhere in attnlib.
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -159,9 +160,26 @@ def _decode_combine_kernel(
     tl.store(OUT + b * sxb + h * sxh + i * sxm + offs_dv * sxd, out.to(OUT.dtype.element_ty), mask=offs_dv < DV)
 
 
+def _cdiv(a: int, b: int) -> int:
+    """``ceil(a / b)`` of positive ints on the host. (``triton.cdiv`` and ``triton.next_power_of_2`` are
+    constexpr functions, usable in kernels too, and cost about 4 µs a call on the host: a decode step is
+    short enough, tens of µs on a GPU, for the seven a call would make to show.)"""
+    return -(-a // b)
+
+
+def _next_pow2(x: int) -> int:
+    """The least power of two >= ``x`` (``x >= 1``), on the host."""
+    return 1 << (x - 1).bit_length()
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count_of(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
 def _sm_count(device: torch.device) -> int:
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
+        return _sm_count_of(device.index if device.index is not None else torch.cuda.current_device())
     return 1
 
 
@@ -169,10 +187,10 @@ def default_num_splits(batch: int, kv_heads: int, max_len: int, block_n: int, de
     """How many key chunks to use: enough programs for about four waves of the GPU's
     multiprocessors, but no chunk shorter than a few key blocks. On CPU (the
     interpreter) the answer is just enough to exercise the combine step."""
-    max_splits = max(1, triton.cdiv(max_len, 4 * block_n))
+    max_splits = max(1, _cdiv(max_len, 4 * block_n))
     if device.type != "cuda":
         return min(max_splits, 3)
-    want = triton.cdiv(4 * _sm_count(device), batch * kv_heads)
+    want = _cdiv(4 * _sm_count(device), max(1, batch * kv_heads))  # (an empty batch launches nothing)
     return max(1, min(want, max_splits, 128))
 
 
@@ -284,14 +302,14 @@ def flash_decode(
     if lmax == 0:
         return out.zero_()
     # Each chunk is a whole number of key blocks; trailing chunks may be empty.
-    split_len = triton.cdiv(triton.cdiv(lmax, num_splits), block_n) * block_n
+    split_len = _cdiv(_cdiv(lmax, num_splits), block_n) * block_n
     o_part = torch.empty((bsz, hq, lq, num_splits, dv), dtype=torch.float32, device=q.device)
     lse_part = torch.empty((bsz, hq, lq, num_splits), dtype=torch.float32, device=q.device)
 
     group = hq // hkv
-    block_m = max(16, triton.next_power_of_2(group * lq))
-    block_d = max(16, triton.next_power_of_2(d))
-    block_dv = max(16, triton.next_power_of_2(dv))
+    block_m = max(16, _next_pow2(group * lq))
+    block_d = max(16, _next_pow2(d))
+    block_dv = max(16, _next_pow2(dv))
     # int32 and contiguous: the kernel reads lens[b] at LENS + b (`out` is an unused placeholder without lengths)
     lens = cache_lens.to(torch.int32).contiguous() if cache_lens is not None else out
     precision = "ieee" if q.dtype == torch.float32 else None  # fp32 inputs: no tf32 rounding
@@ -309,7 +327,7 @@ def flash_decode(
         o_part, lse_part, out,
         *o_part.stride(), *lse_part.stride(), *out.stride(),
         hq, lq, num_splits, dv,
-        BLOCK_S=max(2, triton.next_power_of_2(num_splits)), BLOCK_DV=block_dv,
+        BLOCK_S=max(2, _next_pow2(num_splits)), BLOCK_DV=block_dv,
     )
     return out
 
