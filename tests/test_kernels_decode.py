@@ -199,6 +199,18 @@ def test_bytes_and_default_splits():
     assert default_num_splits(8, 8, 4096, 16, torch.device("cpu")) == 3
 
 
+def test_default_splits_on_a_gpu(monkeypatch):
+    """About four waves of programs over the SMs, no chunk shorter than four key tiles; an empty batch is no error."""
+    from attnlib.kernels import decode
+
+    monkeypatch.setattr(decode, "_sm_count_of", lambda index: 132)  # an H200's SMs, without a GPU
+    gpu = torch.device("cuda", 0)
+    assert default_num_splits(8, 8, 8192, 64, gpu) == 9  # 4 * 132 / 64 programs, rounded up
+    assert default_num_splits(8, 32, 65536, 64, gpu) == 3
+    assert default_num_splits(1, 1, 1024, 64, gpu) == 4  # capped by 1024 / (4 * 64)
+    assert default_num_splits(0, 8, 8192, 64, gpu) == 32  # no programs to spread: as many as the keys allow
+
+
 def test_host_integer_helpers_agree_with_tritons():
     """decode.py sizes its launch with plain-int helpers (Triton's are ~4 µs a call on the host)."""
     import triton
