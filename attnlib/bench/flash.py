@@ -633,8 +633,9 @@ def run(quick: bool = False, checkpoint=None) -> dict:
         # (the TMA kernel may have been switched off since the check: a launch that failed falls back)
         "forward_kernel": "tma" if _tma_on() else "portable",
         "tma_failure": flash_module._TMA_FAILURE,
-        # the experimental forward flash_attention runs before the TMA kernel where it handles a shape (None:
-        # none is named), and why it stopped doing so if it failed (then the TMA kernel ran from there on)
+        # the experimental forward flash_attention runs before the TMA kernel, per mask ("full", "causal"),
+        # where it handles a shape ({}: none is named), and why it stopped doing so if it failed (then the TMA
+        # kernel ran from there on, for both masks)
         "hopper_forward": _hopper_forward_json(),
         "experimental_failure": flash_module._EXPERIMENTAL_FAILURE,
         # the forward output at every timed shape against each SDPA backend's, relative error in norm
