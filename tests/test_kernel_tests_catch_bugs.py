@@ -31,6 +31,11 @@ MUTATIONS = [  # (module under attnlib/kernels, line as written, broken line, te
     ("decode.py", "col_ok = cols < hi", "col_ok = cols <= hi", "test_kernels_decode.py", "ragged"),
     ("block_sparse.py", "keep = keep & (cols[None, :] <= pos[:, None])", "keep = keep & (cols[None, :] < pos[:, None])",
      "test_kernels_block_sparse.py", "causal"),
+    # tiles the kernel computes without a mask: the diagonal called full, then a window's far edge ignored
+    ("block_sparse.py", "full = full & (k_last <= q_first)", "full = full & (k_first <= q_first)",
+     "test_kernels_block_sparse.py", "causal and not full_tiles"),
+    ("block_sparse.py", "full = full & (q_last - k_first < window)", "full = full & (q_first - k_first < window)",
+     "test_kernels_block_sparse.py", "window and not full_tiles"),
 ]
 
 

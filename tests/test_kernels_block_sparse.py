@@ -22,6 +22,7 @@ from attnlib.kernels.block_sparse import (
     document_block_mask,
     element_mask,
     expand_block_mask,
+    full_block_mask,
     moba_block_mask,
     sliding_window_block_mask,
 )
@@ -103,6 +104,50 @@ def test_block_masks_are_exactly_the_tiles_with_allowed_entries():
     docs = torch.tensor([[0] * 16 + [1] * 16 + [2] * 9, [0] * 3 + [1] * 30 + [2] * 8])
     tiles = block_mask_from_dense(element_mask(41, 41, document_ids=docs)[:, 0], BS)
     assert torch.equal(document_block_mask(docs, BS), tiles)  # consecutive ids: exact
+
+
+def _full_by_brute_force(keep: torch.Tensor, lq: int, lk: int) -> torch.Tensor:
+    """Tiles of the dense element rule ``keep (..., Lq, Lk)`` whose every entry is kept: padding rows count
+    as kept (never stored), padding columns as not (keys past Lk must be masked)."""
+    nqb, nkb = -(-lq // BS), -(-lk // BS)
+    padded = F.pad(keep, (0, nkb * BS - lk), value=False)
+    padded = F.pad(padded, (0, 0, 0, nqb * BS - lq), value=True)
+    return padded.unflatten(-1, (nkb, BS)).unflatten(-3, (nqb, BS)).all(dim=-1).all(dim=-2)
+
+
+def test_full_tiles_are_exactly_the_tiles_the_rule_keeps_whole():
+    """The kernel skips the mask on full tiles, so a tile called full that is not would give wrong results."""
+    for lq, lk in [(1, 1), (16, 16), (45, 45), (20, 51), (64, 33), (32, 64), (48, 48)]:
+        for causal, window in [(False, None), (True, None), (True, 1), (True, 16), (True, 17), (True, 40)]:
+            keep = element_mask(lq, lk, causal=causal, window=window)
+            want = _full_by_brute_force(keep, lq, lk)
+            got = full_block_mask(lq, lk, BS, causal=causal, window=window)
+            assert torch.equal(got, want), f"Lq={lq}, Lk={lk}, causal={causal}, window={window}"
+    docs = torch.tensor([[0] * 16 + [1] * 16 + [2] * 9, [0] * 3 + [1] * 30 + [2] * 8, [5] * 41])
+    for causal in (False, True):
+        keep = element_mask(41, 41, causal=causal, document_ids=docs)
+        got = full_block_mask(41, 41, BS, causal=causal, document_ids=docs)
+        assert torch.equal(got, _full_by_brute_force(keep, 41, 41)), f"documents, causal={causal}"
+    # causal self-attention over 4 x 4 tiles: the 6 below the diagonal are full, the 4 on it are partial
+    assert full_block_mask(64, 64, BS, causal=True).sum() == 6
+
+
+@settings(max_examples=4 if CUDA else 8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(length=st.integers(1, 56), rule=st.sampled_from(["none", "causal", "window", "documents"]),
+       window=st.integers(1, 40), seed=st.integers(0, 2**16))
+def test_random_block_masks_with_every_element_rule(length, rule, window, seed):
+    """Full tiles unmasked and partial ones masked, under random block masks, against the dense reference."""
+    q, k, v = qkv(2, 2, length, length, 8, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    nb = -(-length // BS)
+    bm = (torch.rand(2, 1, nb, nb, generator=g) < 0.7).to(DEVICE)
+    cuts = torch.sort(torch.randint(0, length + 1, (2, 2), generator=g), dim=-1).values
+    docs = (torch.arange(length)[None, :] >= cuts[:, :1]).long() + (torch.arange(length)[None, :] >= cuts[:, 1:])
+    kwargs = {"none": {}, "causal": {"causal": True}, "window": {"window": window},
+              "documents": {"document_ids": docs.to(DEVICE)}}[rule]
+    out = block_sparse_attention(q, k, v, bm, block_size=BS, **kwargs)
+    mask = expand_block_mask(bm, length, length, BS) & element_mask(length, length, device=DEVICE, **kwargs)
+    torch.testing.assert_close(out.double(), reference(q, k, v, mask), rtol=1e-5, atol=1e-5)
 
 
 def test_sliding_window_against_flex_attention():

@@ -28,7 +28,13 @@ correctness, and a fully masked row gives zeros.
 
 The kernel receives the block mask compressed per query block, as
 FlexAttention's ``kv_num_blocks``/``kv_indices``: the number of active key
-blocks and their indices, so its loop runs over active tiles only.
+blocks and their indices, so its loop runs over active tiles only. As in
+FlexAttention, the active tiles come in two lists: *full* tiles, whose every
+entry the element rule keeps (:func:`full_block_mask`; below a causal diagonal,
+inside one document), are computed without any comparison or ``where``; only
+the *partial* ones (the diagonal, a window's edges, document borders, the last
+key block when ``Lk`` is not a whole number of blocks) are masked. With a causal
+mask the query blocks that see the most keys are started first.
 
 The ``*_block_mask`` helpers build block masks of shape ``(..., nQB, nKB)``
 with ``nQB = ceil(Lq / b)``, ``nKB = ceil(Lk / b)``.
@@ -50,6 +56,7 @@ patch_interpreter()  # Triton < 3.7's interpreter with NumPy >= 2.4 (see the mod
 __all__ = [
     "block_sparse_attention",
     "block_mask_from_dense",
+    "full_block_mask",
     "causal_block_mask",
     "sliding_window_block_mask",
     "document_block_mask",
@@ -64,20 +71,61 @@ _LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def _attend_key_blocks(acc, l_i, m_i, q, q_doc, pos, n_blocks, idx_base, sik,
+                       k_base, v_base, doc_base, skn, skd, svn, svd, sdn,
+                       qk_scale, Lk, D, DV, WINDOW, offs_n, offs_d, offs_dv,
+                       MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_DOCS: tl.constexpr,
+                       BLOCK: tl.constexpr, PRECISION: tl.constexpr):
+    """The online softmax over ``n_blocks`` key blocks whose indices start at ``idx_base``.
+
+    ``MASKED=False`` is for *full* tiles (the element rule keeps every entry and no key lies past
+    ``Lk``): no comparison, no ``where``. ``MASKED=True`` applies the key bound and the element rule."""
+    for t in range(0, n_blocks):
+        kb = tl.load(idx_base + t * sik)
+        cols = kb * BLOCK + offs_n  # (BLOCK,)
+        col_ok = cols < Lk
+        k = tl.load(k_base + cols[:, None] * skn + offs_d[None, :] * skd,
+                    mask=col_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+        v = tl.load(v_base + cols[:, None] * svn + offs_dv[None, :] * svd,
+                    mask=col_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
+        x = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # (BLOCK, BLOCK), base-2 logits
+        if MASKED:
+            keep = col_ok[None, :]
+            if CAUSAL:
+                keep = keep & (cols[None, :] <= pos[:, None])
+            if HAS_WINDOW:
+                keep = keep & (pos[:, None] - cols[None, :] < WINDOW)
+            if HAS_DOCS:
+                k_doc = tl.load(doc_base + cols * sdn, mask=col_ok, other=-2)
+                keep = keep & (q_doc[:, None] == k_doc[None, :])
+            x = tl.where(keep, x, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(x, axis=1))
+        shift = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with no key yet: no NaN
+        p = tl.math.exp2(x - shift[:, None])
+        alpha = tl.math.exp2(m_i - shift)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
 def _block_sparse_fwd_kernel(
-    Q, K, V, OUT, KV_NUM, KV_IDX, DOCS,
+    Q, K, V, OUT, KV_NUM, KV_IDX, FULL_NUM, FULL_IDX, DOCS,
     sqb, sqh, sqm, sqd,  # q strides (B, H, Lq, D)
     skb, skh, skn, skd,  # k strides (B, H, Lk, D)
     svb, svh, svn, svd,  # v strides (B, H, Lk, Dv)
     sob, soh, som, sod,  # out strides (B, H, Lq, Dv)
-    snb, snh, snm,  # kv_num strides (B, H, nQB); 0 where broadcast
-    sib, sih, sim, sik,  # kv_idx strides (B, H, nQB, nKB); 0 where broadcast
+    snb, snh, snm,  # kv_num and full_num strides (B, H, nQB); 0 where broadcast
+    sib, sih, sim, sik,  # kv_idx and full_idx strides (B, H, nQB, nKB); 0 where broadcast
     sdb, sdn,  # document-id strides (B, Lk)
     qk_scale, H, Lq, Lk, D, DV, WINDOW,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_DOCS: tl.constexpr,
     BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, PRECISION: tl.constexpr,
 ):
     qb = tl.program_id(0)  # query block
+    if CAUSAL:  # the last query blocks see the most keys: start them first, so no long one runs alone at the end
+        qb = tl.num_programs(0) - 1 - qb
     bh = tl.program_id(1)  # b * H + h
     b = bh // H
     h = bh % H
@@ -90,6 +138,7 @@ def _block_sparse_fwd_kernel(
 
     q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd,
                 mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)  # (BLOCK, BLOCK_D)
+    q_doc = pos  # (a placeholder without documents)
     if HAS_DOCS:
         q_doc = tl.load(DOCS + b * sdb + pos * sdn, mask=row_ok & (pos >= 0), other=-1)
 
@@ -97,33 +146,19 @@ def _block_sparse_fwd_kernel(
     l_i = tl.zeros((BLOCK,), dtype=tl.float32)
     acc = tl.zeros((BLOCK, BLOCK_DV), dtype=tl.float32)
 
-    n_active = tl.load(KV_NUM + b * snb + h * snh + qb * snm)
-    idx_base = KV_IDX + b * sib + h * sih + qb * sim
-    for t in range(0, n_active):  # active key blocks only
-        kb = tl.load(idx_base + t * sik)
-        cols = kb * BLOCK + offs_n  # (BLOCK,)
-        col_ok = cols < Lk
-        k = tl.load(K + b * skb + h * skh + cols[:, None] * skn + offs_d[None, :] * skd,
-                    mask=col_ok[:, None] & (offs_d[None, :] < D), other=0.0)
-        v = tl.load(V + b * svb + h * svh + cols[:, None] * svn + offs_dv[None, :] * svd,
-                    mask=col_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
-        x = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # (BLOCK, BLOCK), base-2 logits
-        keep = col_ok[None, :]
-        if CAUSAL:
-            keep = keep & (cols[None, :] <= pos[:, None])
-        if HAS_WINDOW:
-            keep = keep & (pos[:, None] - cols[None, :] < WINDOW)
-        if HAS_DOCS:
-            k_doc = tl.load(DOCS + b * sdb + cols * sdn, mask=col_ok, other=-2)
-            keep = keep & (q_doc[:, None] == k_doc[None, :])
-        x = tl.where(keep, x, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(x, axis=1))
-        shift = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with no key yet: no NaN
-        p = tl.math.exp2(x - shift[:, None])
-        alpha = tl.math.exp2(m_i - shift)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+    k_base, v_base, doc_base = K + b * skb + h * skh, V + b * svb + h * svh, DOCS + b * sdb
+    counts = b * snb + h * snh + qb * snm
+    indices = b * sib + h * sih + qb * sim
+    # Full tiles first (no mask), then the partial ones (the element rule and the key bound), as FlexAttention
+    # keeps full_kv_num_blocks / full_kv_indices apart from kv_num_blocks / kv_indices.
+    acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, q_doc, pos, tl.load(FULL_NUM + counts), FULL_IDX + indices,
+                                       sik, k_base, v_base, doc_base, skn, skd, svn, svd, sdn, qk_scale, Lk, D, DV,
+                                       WINDOW, offs_n, offs_d, offs_dv, False, CAUSAL, HAS_WINDOW, HAS_DOCS, BLOCK,
+                                       PRECISION)
+    acc, l_i, m_i = _attend_key_blocks(acc, l_i, m_i, q, q_doc, pos, tl.load(KV_NUM + counts), KV_IDX + indices,
+                                       sik, k_base, v_base, doc_base, skn, skd, svn, svd, sdn, qk_scale, Lk, D, DV,
+                                       WINDOW, offs_n, offs_d, offs_dv, True, CAUSAL, HAS_WINDOW, HAS_DOCS, BLOCK,
+                                       PRECISION)
 
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]  # fully masked rows: 0
     tl.store(OUT + b * sob + h * soh + offs_m[:, None] * som + offs_dv[None, :] * sod,
@@ -218,6 +253,41 @@ def document_block_mask(document_ids: torch.Tensor, block_size: int, *, causal: 
     if causal:
         active = active & causal_block_mask(length, length, block_size, device=document_ids.device)
     return active
+
+
+def full_block_mask(lq: int, lk: int, block_size: int, *, causal: bool = False, window: Optional[int] = None,
+                    document_ids: Optional[torch.Tensor] = None, device=None) -> torch.Tensor:
+    """``(B or 1, 1, nQB, nKB)``: the tiles whose every entry the element rule keeps and that hold no key
+    past ``Lk``: FlexAttention's *full* blocks, which :func:`block_sparse_attention` computes without
+    a mask (the other active tiles, *partial*, get the comparisons and the ``where``).
+
+    Causal: every key of the tile at or before the first query's position, ``k_last <= q_first``;
+    a window adds ``q_last - k_first < window``; documents need one id over the tile's queries and
+    keys. Padding rows past ``Lq`` do not count (their results are never stored).
+    """
+    lq, lk, block_size = check_positive_int(lq, "lq"), check_positive_int(lk, "lk"), _check_block_size(block_size)
+    if window is not None:
+        check_positive_int(window, "window")
+    q_first, q_last, k_first, k_last = _tile_ranges(lq, lk, block_size, device)
+    full = (k_first + block_size <= lk).expand(q_first.shape[0], -1)  # (nQB, nKB): no key past Lk
+    if causal or window is not None:
+        full = full & (k_last <= q_first)
+    if window is not None:
+        full = full & (q_last - k_first < window)
+    full = full[None, None]
+    if document_ids is not None:
+        if lq != lk:
+            raise ValueError(f"document_ids needs self-attention (Lq == Lk), got Lq={lq}, Lk={lk}")
+        _check_document_ids(document_ids, None, None)
+        if document_ids.shape[-1] != lk:
+            raise ValueError(f"document_ids must have shape (B, L) = (B, {lk}), got {tuple(document_ids.shape)}")
+        pad = (-lk) % block_size
+        ids = torch.nn.functional.pad(document_ids, (0, pad), mode="replicate") if pad else document_ids
+        tiles = ids.unflatten(-1, (-1, block_size))  # (B, nB, b); the padding repeats the last id
+        lo, hi = tiles.amin(dim=-1), tiles.amax(dim=-1)  # (B, nB)
+        one_doc = (lo == hi)[:, :, None] & (lo == hi)[:, None, :] & (lo[:, :, None] == lo[:, None, :])
+        full = full & one_doc[:, None].to(full.device)
+    return full
 
 
 def moba_block_mask(q: torch.Tensor, k: torch.Tensor, block_size: int, top_k: int) -> torch.Tensor:
@@ -370,15 +440,21 @@ def block_sparse_attention(
     for dim in (0, 1):
         if block_mask.stride(dim) == 0:
             base = base.narrow(dim, 0, 1)
-    kv_num, kv_idx = compress_block_mask(base.contiguous())
+    # Split the active tiles into full ones (computed without a mask) and partial ones.
+    full = full_block_mask(lq, lk, block_size, causal=causal, window=window, document_ids=document_ids,
+                           device=q.device)
+    full, partial = (base & full).contiguous(), (base & ~full).contiguous()  # one shape: one set of strides
+    kv_num, kv_idx = compress_block_mask(partial)
+    full_num, full_idx = compress_block_mask(full)
     kv_num, kv_idx = kv_num.expand(bsz, heads, nqb), kv_idx.expand(bsz, heads, nqb, nkb)
+    full_num, full_idx = full_num.expand(bsz, heads, nqb), full_idx.expand(bsz, heads, nqb, nkb)
     docs = document_ids.to(torch.int32) if document_ids is not None else kv_num  # kv_num: unused placeholder
     docs_strides = docs.stride() if document_ids is not None else (0, 0)
     on_gpu = not interpreting()  # compiled for a GPU: its tile sizes and launch options
     extra = {"num_warps": 4 if block_size <= 64 else 8, "num_stages": 3} if on_gpu else {}
 
     _block_sparse_fwd_kernel[(nqb, bsz * heads)](
-        q, k, v, out, kv_num, kv_idx, docs,
+        q, k, v, out, kv_num, kv_idx, full_num, full_idx, docs,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         *kv_num.stride(), *kv_idx.stride(), *docs_strides,
         scale * _LOG2E, heads, lq, lk, d, dv, window if window is not None else 0,
