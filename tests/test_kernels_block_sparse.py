@@ -321,3 +321,20 @@ def test_benchmark_suite_masks_and_cuda():
     if not CUDA:
         with pytest.raises(RuntimeError, match="CUDA"):
             bench.run(quick=True)
+
+
+def test_benchmark_checks_every_mask_it_times_and_fails_a_wrong_kernel(monkeypatch):
+    """The suite's correctness step (run on the GPU before any timing) covers random blocks and each structured
+    mask (causal, window, documents, MoBA-style routing), at an odd length; a wrong kernel fails every case."""
+    from attnlib import kernels
+    from attnlib.bench import block_sparse as bench
+
+    q, k, v = qkv(2, 2, 75, 75, 16, seed=21)
+    names = [name for name, _, _ in bench.structured_masks(q, k, BS)]
+    assert names == ["causal", "window9", "documents8", "moba_top8"]
+    checks = bench.check_correctness(q, k, v, BS, generator=torch.Generator().manual_seed(0), tol=1e-4)
+    assert [c["case"] for c in checks] == [f"{n}, L=75" for n in ["random 30% blocks"] + names]
+    assert all(c["passed"] for c in checks), checks
+    monkeypatch.setattr(kernels, "block_sparse_attention", lambda q, k, v, bm, **kw: torch.zeros_like(q))
+    checks = bench.check_correctness(q, k, v, BS, generator=torch.Generator().manual_seed(0), tol=1e-4)
+    assert not any(c["passed"] for c in checks)

@@ -5,8 +5,11 @@ Shape: bfloat16, ``B = 4``, ``H = 16``, ``L = 8192``, head dim 128, tiles of 128
 For each target fraction ``f`` every query block keeps ``max(1, round(f * nKB))``
 key blocks chosen at random (the same count per row, so no program waits on a
 longer one). If the kernel's time is proportional to its work, ``time(f) / time(1)``
-equals the measured fraction. Also timed: a causal mask and a 1024-token sliding
-window through the same kernel. Timing: :func:`attnlib.bench.timing.bench_ms`
+equals the measured fraction. Also timed through the same kernel (:func:`structured_masks`):
+a causal mask, a 1024-token sliding window, eight packed causal documents and MoBA-style
+routing (each query block's own block and its top 8 earlier ones), with SDPA's dense causal
+forward beside them. Every mask is checked against SDPA's math backend at a smaller length
+first (:func:`check_correctness`). Timing: :func:`attnlib.bench.timing.bench_ms`
 (``triton.testing.do_bench`` median), random inputs.
 """
 
@@ -18,7 +21,7 @@ import torch.nn.functional as F
 from .env import require_bf16_gpu
 from .timing import attention_tflops, bench_ms
 
-__all__ = ["run", "random_block_mask", "plot"]
+__all__ = ["run", "random_block_mask", "structured_masks", "check_correctness", "plot"]
 
 SHAPE = {"batch": 4, "heads": 16, "seq_len": 8192, "head_dim": 128, "block_size": 128}
 
@@ -36,13 +39,56 @@ def _rel(a, b) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
 
 
+def structured_masks(q: torch.Tensor, k: torch.Tensor, block_size: int) -> list[tuple[str, torch.Tensor, dict]]:
+    """``(name, block mask, element rule)`` of the structured masks the suite times, for self-attention
+    of length ``L``: causal; a sliding window of ``L / 8`` keys; eight packed documents of ``L / 8``
+    tokens, causal; MoBA-style routing, causal (:func:`attnlib.kernels.block_sparse.moba_block_mask`,
+    top 8 earlier key blocks). The element rule is keyword arguments of ``block_sparse_attention``."""
+    from ..kernels.block_sparse import document_block_mask, moba_block_mask, sliding_window_block_mask
+
+    n, device = q.shape[-2], q.device
+    window = max(1, n // 8)
+    docs = (torch.arange(n, device=device) * 8 // n)[None].expand(q.shape[0], n).contiguous()  # ids 0..7
+    return [
+        ("causal", sliding_window_block_mask(n, n, None, block_size, device=device), {"causal": True}),
+        (f"window{window}", sliding_window_block_mask(n, n, window, block_size, device=device), {"window": window}),
+        ("documents8", document_block_mask(docs, block_size, causal=True)[:, None],
+         {"causal": True, "document_ids": docs}),
+        ("moba_top8", moba_block_mask(q, k, block_size, 8), {"causal": True}),
+    ]
+
+
+def check_correctness(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int, *, generator=None,
+                      tol: float = 2e-2) -> list[dict]:
+    """The kernel against SDPA's math backend in float32, for random 30% blocks and every
+    :func:`structured_masks` mask, on ``q, k, v`` (B, H, L, D): a relative error (in norm) under ``tol``."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from ..kernels import block_sparse_attention
+    from ..kernels.block_sparse import element_mask, expand_block_mask
+
+    n = q.shape[-2]
+    nb = -(-n // block_size)
+    cases = [("random 30% blocks", random_block_mask(nb, nb, 0.3, generator=generator, device=q.device), {})]
+    cases += structured_masks(q, k, block_size)
+    checks = []
+    for name, bm, rule in cases:
+        out = block_sparse_attention(q, k, v, bm, block_size=block_size, **rule)
+        allowed = expand_block_mask(bm, n, n, block_size) & element_mask(n, n, device=q.device, **rule)
+        with sdpa_kernel(SDPBackend.MATH):
+            ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=allowed)
+        ref = ref.masked_fill(~allowed.any(-1, keepdim=True), 0.0)  # rows with no key: 0, as attnlib defines them
+        err = _rel(out, ref)
+        checks.append({"case": f"{name}, L={n}", "rel_error": err, "passed": err == err and err < tol})
+    return checks
+
+
 def run(quick: bool = False) -> dict:
     """Measure on the current CUDA device; JSON-able results (``rows``, ``checks``)."""
     require_bf16_gpu("block-sparse")
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from ..kernels import block_sparse_attention
-    from ..kernels.block_sparse import expand_block_mask, sliding_window_block_mask
 
     b, h, n, d, bs = (SHAPE[k] for k in ("batch", "heads", "seq_len", "head_dim", "block_size"))
     nb = n // bs
@@ -51,18 +97,9 @@ def run(quick: bool = False) -> dict:
     cpu_gen = torch.Generator().manual_seed(0)
     rep = 50 if quick else 100
 
-    # Correctness first, at a smaller length: against SDPA's math backend with the expanded mask.
-    checks = []
+    # Correctness first, at a smaller length (odd: a ragged last block) and every mask timed below.
     small = 1000
-    qs, ks, vs = (x[:1, :2, :small] for x in (q, k, v))
-    nbs = -(-small // bs)
-    bm = random_block_mask(nbs, nbs, 0.3, generator=cpu_gen, device="cuda")
-    out = block_sparse_attention(qs, ks, vs, bm, block_size=bs)
-    with sdpa_kernel(SDPBackend.MATH):
-        ref = F.scaled_dot_product_attention(qs.float(), ks.float(), vs.float(),
-                                             attn_mask=expand_block_mask(bm, small, small, bs))
-    err = _rel(out, ref)
-    checks.append({"case": "random 30% blocks, L=1000", "rel_error": err, "passed": err == err and err < 2e-2})
+    checks = check_correctness(*(x[:2, :2, :small] for x in (q, k, v)), bs, generator=cpu_gen)
     if not all(c["passed"] for c in checks):
         return {"kernel_correct": False, "checks": checks, "rows": [], "shape": SHAPE}
 
@@ -81,20 +118,22 @@ def run(quick: bool = False) -> dict:
         bm = random_block_mask(nb, nb, f, generator=cpu_gen, device="cuda")
         real = float(bm.float().mean())
         timed("attnlib_block_sparse", lambda bm=bm: block_sparse_attention(q, k, v, bm, block_size=bs), real, real)
-    causal_bm = sliding_window_block_mask(n, n, None, bs, device="cuda")
-    frac = float(causal_bm.float().mean())
-    timed("attnlib_block_sparse_causal", lambda: block_sparse_attention(q, k, v, causal_bm, block_size=bs, causal=True),
-          frac, frac)
-    window_bm = sliding_window_block_mask(n, n, 1024, bs, device="cuda")
-    frac = float(window_bm.float().mean())
-    timed("attnlib_block_sparse_window1024",
-          lambda: block_sparse_attention(q, k, v, window_bm, block_size=bs, window=1024), frac, frac)
-    for name, backend in (("sdpa_cudnn_dense", "CUDNN_ATTENTION"), ("sdpa_flash_dense", "FLASH_ATTENTION")):
+    causal_fraction = None
+    for name, bm, rule in structured_masks(q, k, bs):
+        frac = float(bm.float().expand(b, h, nb, nb).mean())
+        causal_fraction = frac if name == "causal" else causal_fraction
+        timed(f"attnlib_block_sparse_{name}",
+              lambda bm=bm, rule=rule: block_sparse_attention(q, k, v, bm, block_size=bs, **rule), frac, frac)
+    for name, backend, causal in (("sdpa_cudnn_dense", "CUDNN_ATTENTION", False),
+                                  ("sdpa_flash_dense", "FLASH_ATTENTION", False),
+                                  ("sdpa_cudnn_causal", "CUDNN_ATTENTION", True)):
+        frac = causal_fraction if causal else 1.0
         try:
             with sdpa_kernel(getattr(SDPBackend, backend)):
-                timed(name, lambda: F.scaled_dot_product_attention(q, k, v), 1.0, 1.0)
+                timed(name, lambda causal=causal: F.scaled_dot_product_attention(q, k, v, is_causal=causal), frac, frac)
         except Exception as e:  # noqa: BLE001 - record a backend that refuses the shape
-            rows.append({"impl": name, **SHAPE, "fraction": 1.0, "ms": None, "error": f"{type(e).__name__}: {e}"[:200]})
+            rows.append({"impl": name, **SHAPE, "fraction": frac, "ms": None,
+                         "error": f"{type(e).__name__}: {e}"[:200]})
 
     full = next(r["ms"] for r in rows if r["impl"] == "attnlib_block_sparse" and r["fraction"] == 1.0)
     for r in rows:
