@@ -88,7 +88,7 @@ def _attend_key_blocks(acc, l_i, m_i, q, q_doc, pos, n_blocks, idx_base, sik,
                     mask=col_ok[:, None] & (offs_d[None, :] < D), other=0.0)
         v = tl.load(v_base + cols[:, None] * svn + offs_dv[None, :] * svd,
                     mask=col_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
-        x = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # (BLOCK, BLOCK), base-2 logits
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # (BLOCK, BLOCK) raw scores q.k
         if MASKED:
             keep = col_ok[None, :]
             if CAUSAL:
@@ -98,13 +98,16 @@ def _attend_key_blocks(acc, l_i, m_i, q, q_doc, pos, n_blocks, idx_base, sik,
             if HAS_DOCS:
                 k_doc = tl.load(doc_base + cols * sdn, mask=col_ok, other=-2)
                 keep = keep & (q_doc[:, None] == k_doc[None, :])
-            x = tl.where(keep, x, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(x, axis=1))
+            s = tl.where(keep, s, float("-inf"))
+        # As in the flash kernels' online_softmax_step: the row max of the raw scores times qk_scale (> 0, so
+        # the max commutes with it), then one fused multiply-add per score, and the rescaled accumulator
+        # handed to the second product as its accumulator.
+        m_new = tl.maximum(m_i, tl.max(s, axis=1) * qk_scale)  # base-2 logits
         shift = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with no key yet: no NaN
-        p = tl.math.exp2(x - shift[:, None])
+        p = tl.math.exp2(s * qk_scale - shift[:, None])  # exactly 0 at masked keys
         alpha = tl.math.exp2(m_i - shift)
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
         m_i = m_new
     return acc, l_i, m_i
 
