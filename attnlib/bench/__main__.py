@@ -94,8 +94,9 @@ def _print_flash_summary(results: dict) -> None:
     for mask, winner in winners.items():
         if winner:
             print(f"experimental forward in the grid ('exper' below), {mask}: {winner[0]}")
-    if hopper_forward_line(winners):
-        print(f"to make it flash_attention's forward (if the grid agrees): {hopper_forward_line(winners)}")
+    paste = hopper_forward_line(winners)
+    if paste:
+        print(f"to make it flash_attention's forward (if the grid agrees): {paste}")
     print(f"{'D':>4} {'N':>6} {'causal':>6} {'mode':>8} {'ours':>7} {'cudnn':>7} {'flash':>7} {'effic':>7}"
           f" {'/cudnn':>7} {'/flash':>7} {'portbl':>7} {'exper':>7} {'/cudnn':>7}")
     for r in results["ratios"]:

@@ -248,14 +248,20 @@ def document_block_mask(document_ids: torch.Tensor, block_size: int, *, causal: 
     if bsz == 0 or length == 0:
         return torch.zeros(bsz, triton.cdiv(length, block_size), triton.cdiv(length, block_size), dtype=torch.bool,
                            device=document_ids.device)
-    pad = (-length) % block_size
-    ids = torch.nn.functional.pad(document_ids, (0, pad), mode="replicate") if pad else document_ids
-    tiles = ids.unflatten(-1, (-1, block_size))  # (B, nB, b)
-    lo, hi = tiles.amin(dim=-1), tiles.amax(dim=-1)  # (B, nB)
+    lo, hi = _document_id_ranges(document_ids, block_size)  # (B, nB)
     active = (lo[:, :, None] <= hi[:, None, :]) & (lo[:, None, :] <= hi[:, :, None])  # ranges overlap
     if causal:
         active = active & causal_block_mask(length, length, block_size, device=document_ids.device)
     return active
+
+
+def _document_id_ranges(document_ids: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, L)`` ids -> the least and greatest id of each block of ``block_size`` tokens, ``(B, nB)`` each
+    (the last block padded by repeating the last id)."""
+    pad = (-document_ids.shape[-1]) % block_size
+    ids = torch.nn.functional.pad(document_ids, (0, pad), mode="replicate") if pad else document_ids
+    tiles = ids.unflatten(-1, (-1, block_size))  # (B, nB, b)
+    return tiles.amin(dim=-1), tiles.amax(dim=-1)
 
 
 def full_block_mask(lq: int, lk: int, block_size: int, *, causal: bool = False, window: Optional[int] = None,
@@ -271,6 +277,18 @@ def full_block_mask(lq: int, lk: int, block_size: int, *, causal: bool = False, 
     lq, lk, block_size = check_positive_int(lq, "lq"), check_positive_int(lk, "lk"), _check_block_size(block_size)
     if window is not None:
         check_positive_int(window, "window")
+    if document_ids is not None:
+        if lq != lk:
+            raise ValueError(f"document_ids needs self-attention (Lq == Lk), got Lq={lq}, Lk={lk}")
+        _check_document_ids(document_ids, None, None)
+        if document_ids.shape[-1] != lk:
+            raise ValueError(f"document_ids must have shape (B, L) = (B, {lk}), got {tuple(document_ids.shape)}")
+    return _full_tiles(lq, lk, block_size, causal, window, document_ids, device)
+
+
+def _full_tiles(lq: int, lk: int, block_size: int, causal: bool, window: Optional[int],
+                document_ids: Optional[torch.Tensor], device) -> torch.Tensor:
+    """:func:`full_block_mask` on arguments already checked (block_sparse_attention's, once per call)."""
     q_first, q_last, k_first, k_last = _tile_ranges(lq, lk, block_size, device)
     full = (k_first + block_size <= lk).expand(q_first.shape[0], -1)  # (nQB, nKB): no key past Lk
     if causal or window is not None:
@@ -279,16 +297,9 @@ def full_block_mask(lq: int, lk: int, block_size: int, *, causal: bool = False, 
         full = full & (q_last - k_first < window)
     full = full[None, None]
     if document_ids is not None:
-        if lq != lk:
-            raise ValueError(f"document_ids needs self-attention (Lq == Lk), got Lq={lq}, Lk={lk}")
-        _check_document_ids(document_ids, None, None)
-        if document_ids.shape[-1] != lk:
-            raise ValueError(f"document_ids must have shape (B, L) = (B, {lk}), got {tuple(document_ids.shape)}")
-        pad = (-lk) % block_size
-        ids = torch.nn.functional.pad(document_ids, (0, pad), mode="replicate") if pad else document_ids
-        tiles = ids.unflatten(-1, (-1, block_size))  # (B, nB, b); the padding repeats the last id
-        lo, hi = tiles.amin(dim=-1), tiles.amax(dim=-1)  # (B, nB)
-        one_doc = (lo == hi)[:, :, None] & (lo == hi)[:, None, :] & (lo[:, :, None] == lo[:, None, :])
+        lo, hi = _document_id_ranges(document_ids, block_size)  # (B, nB)
+        single = lo == hi  # the block holds one document
+        one_doc = single[:, :, None] & single[:, None, :] & (lo[:, :, None] == lo[:, None, :])
         full = full & one_doc[:, None].to(full.device)
     return full
 
@@ -444,8 +455,7 @@ def block_sparse_attention(
         if block_mask.stride(dim) == 0:
             base = base.narrow(dim, 0, 1)
     # Split the active tiles into full ones (computed without a mask) and partial ones.
-    full = full_block_mask(lq, lk, block_size, causal=causal, window=window, document_ids=document_ids,
-                           device=q.device)
+    full = _full_tiles(lq, lk, block_size, causal, window, document_ids, q.device)  # (arguments checked above)
     full, partial = (base & full).contiguous(), (base & ~full).contiguous()  # one shape: one set of strides
     kv_num, kv_idx = compress_block_mask(partial)
     full_num, full_idx = compress_block_mask(full)
