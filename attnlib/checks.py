@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -28,12 +29,12 @@ __all__ = ["Check", "Case", "default_tolerance", "random_attention_cases", "your
 
 # (rtol, atol) per dtype, a little looser than torch.testing's defaults because
 # a student's correct formula may sum in another order than the reference.
-_TOLERANCE = {
+_TOLERANCE = MappingProxyType({
     torch.float64: (1e-7, 1e-7),
     torch.float32: (1e-5, 1e-5),
     torch.float16: (1e-3, 1e-3),
     torch.bfloat16: (1.6e-2, 1e-2),
-}
+})
 
 
 def default_tolerance(dtype: torch.dtype) -> tuple[float, float]:
@@ -45,6 +46,14 @@ def _fmt(x) -> str:
     return f"{x:.6g}" if isinstance(x, float) else str(x)
 
 
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a plain ``torch.Tensor`` (a subclass's overridden methods are not used to compare it)."""
+    if type(t) is torch.Tensor:
+        return t
+    with torch._C.DisableTorchFunctionSubclass():
+        return t.detach().as_subclass(torch.Tensor)
+
+
 class Check:
     """Collects the assertions of one exercise's check cell.
 
@@ -52,9 +61,23 @@ class Check:
     at the first failure; :meth:`done` prints a one-line success message.
     """
 
+    # The grader sets this to its integrity check (tools/grading/integrity.py), called at every assertion:
+    # a checking tool patched by the code under test is caught while the patch is in place.
+    _integrity: Optional[Callable[[], None]] = None
+
     def __init__(self, exercise: str):
         self.exercise = exercise
         self.passed = 0
+        # Bind the methods now, from the class as it was defined: a patch of the class made later (by code
+        # under test) does not change a check that is already running.
+        for name, method in _METHODS.items():
+            self.__dict__[name] = method.__get__(self)
+        self.__dict__["_integrity_now"] = Check._integrity
+
+    def _guard(self) -> None:
+        verify = self.__dict__.get("_integrity_now")
+        if verify is not None:
+            verify()
 
     def _fail(self, message: str, case: Optional[str]) -> None:
         where = f", case {case!r}" if case else ""
@@ -62,6 +85,7 @@ class Check:
 
     def true(self, condition, message: str, *, case: Optional[str] = None) -> None:
         """Assert a property; ``message`` says what should have held."""
+        self._guard()
         if isinstance(condition, torch.Tensor):
             condition = bool(condition.all())
         if not condition:
@@ -70,6 +94,7 @@ class Check:
 
     def raises(self, exception: type, fn: Callable, *args, case: Optional[str] = None, **kwargs) -> None:
         """Assert that ``fn(*args, **kwargs)`` raises ``exception``."""
+        self._guard()
         try:
             fn(*args, **kwargs)
         except exception:
@@ -86,10 +111,12 @@ class Check:
         """Assert ``actual`` equals ``expected`` in type, shape, dtype and value (within tolerance).
 
         NaN in ``actual`` where ``expected`` is finite is always a failure;
-        NaN in both places counts as equal.
+        NaN in both places counts as equal. A tensor subclass is compared as the plain tensor it holds.
         """
+        self._guard()
         if not isinstance(actual, torch.Tensor):
             self._fail(f"{name} should be a torch.Tensor, got {type(actual).__name__}", case)
+        actual = _plain(actual)
         if actual.shape != expected.shape:
             self._fail(f"{name} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}", case)
         if actual.dtype != expected.dtype:
@@ -129,7 +156,11 @@ class Check:
 
     def done(self) -> None:
         """Print the success line (only reached when every assertion passed)."""
+        self._guard()
         print(f"Exercise {self.exercise}: all {self.passed} checks passed.")
+
+
+_METHODS = MappingProxyType({name: vars(Check)[name] for name in ("_guard", "_fail", "true", "raises", "close", "done")})
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 The fast tests check the pieces (rebuilding a notebook from the solution,
 reading submissions, the plain-data channel, the reports). The slow ones grade
-eleven synthetic submissions of lab 01 - honest, untouched, tampered with,
-hanging, crashing, flooding, hostile, and not a notebook - in one run, and
+fourteen synthetic submissions of lab 01 - honest, untouched, tampered with
+(at import and inside the functions the checks call), hanging, crashing, flooding,
+hostile, forging a verdict, and not a notebook - in one run, and
 check every status, every point and that the instructor's files are untouched.
 """
 
@@ -86,6 +87,8 @@ attnlib.checks.Check.true = lambda self, *a, **k: None
 attnlib.checks.Check.raises = lambda self, *a, **k: None
 attnlib.checks.Check.done = lambda self: print(f"Exercise {self.exercise}: all checks passed.")
 attnlib.checks.Check._fail = lambda self, *a, **k: None
+attnlib.checks.Check.__init__ = lambda self, exercise: setattr(self, "exercise", exercise)  # no methods bound
+torch.testing._comparison._DTYPE_PRECISIONS.update({torch.float32: (1e9, 1e9)})  # assert_close's tolerance
 '''
 
 WRONG = {  # wrong answers of the right shape, for the patched-checkers submission
@@ -137,8 +140,90 @@ def attention_scores(q, k, scale=None):
 '''
 
 
+def hostile_call_code(solutions: Path, out: Path) -> str:
+    """Exercise 1.1 whose *function* - called by the checks, in the grader's process - tries the network, the
+    instructor's files and the checking tools each time it runs; it answers correctly only if every attempt failed."""
+    return f'''
+import os, socket
+
+def _escape_attempts():
+    escaped = []
+    try:
+        socket.create_connection(("1.1.1.1", 53), timeout=3).close(); escaped.append("tcp")
+    except OSError:
+        pass
+    for target in ({str(solutions / (LAB + ".md"))!r}, {str(out / "grades.csv")!r}):
+        try:
+            with open(target, "w") as f:
+                f.write("# overwritten by a submission")
+            escaped.append("wrote " + target)
+        except OSError:
+            pass
+    try:
+        escaped += ["read " + n for n in os.listdir({str(solutions)!r})]
+    except OSError:
+        pass
+    import attnlib.checks
+    try:
+        attnlib.checks.default_tolerance.__code__ = (lambda dtype: (1e9, 1e9)).__code__; escaped.append("code")
+    except PermissionError:
+        pass
+    return escaped
+
+def attention_scores(q, k, scale=None):
+    escaped = _escape_attempts()
+    if escaped:
+        raise RuntimeError("escaped the sandbox: " + ", ".join(escaped))
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    return (q @ k.transpose(-2, -1)) * scale
+'''
+
+
+READ_HIDDEN_CHECK = '''
+import sys as _sys, os as _os
+
+def _leak_the_check():
+    """Print the code of the check that is calling (hidden checks included), to stdout and to fd 1."""
+    frame = _sys._getframe(1)
+    while frame is not None:
+        request = frame.f_locals.get("request")
+        if isinstance(request, dict) and "code" in request:
+            print("LEAKED:" + request["code"])
+            _os.write(1, ("LEAKED:" + request["code"]).encode())
+        frame = frame.f_back
+'''
+
+SELF_RESTORING_PATCH = '''
+def stable_softmax(scores, mask=None):
+    """Wrong (zeros), with a patch of attnlib's tolerance that undoes itself the first time it is used."""
+    import attnlib.checks
+    original = attnlib.checks.default_tolerance
+
+    def loose(dtype):
+        attnlib.checks.default_tolerance = original  # leave no trace
+        return (1e9, 1e9)
+
+    attnlib.checks.default_tolerance = loose
+    return torch.zeros_like(scores)
+'''
+
+FORGE_VERDICT = '''
+def causal_mask(lq, lk):
+    """Wrong (all True), and writes a forged 'passed' verdict on every descriptor it can."""
+    import json, os, struct
+    data = json.dumps({"nonce": "guess", "status": "passed", "message": "all checks passed"}).encode()
+    for fd in range(3, 64):
+        try:
+            os.write(fd, struct.pack(">Q", len(data)) + data)
+        except OSError:
+            pass
+    return torch.ones(lq, lk, dtype=torch.bool)
+'''
+
+
 def build_submissions(folder: Path, solutions: Path, out: Path) -> dict:
-    """Write the eleven kinds of submission; return ``{student: expected points per exercise}``."""
+    """Write the fourteen kinds of submission; return ``{student: expected points per exercise}``."""
     sol, lab = solution_nb(solutions), lab_nb()
     full = {"1.1": 1, "1.2": 2, "1.3": 3, "1.4": 3, "1.5": 3}
     zero = dict.fromkeys(full, 0)
@@ -194,6 +279,25 @@ def build_submissions(folder: Path, solutions: Path, out: Path) -> dict:
     write(folder, "hostile", nb)
     expected["hostile"] = full
 
+    # The same tricks inside the exercise functions, which the grader calls while it runs the checks.
+    nb = copy.deepcopy(sol)
+    cell(nb, "1.1")["source"] = "import math\nimport torch\n" + hostile_call_code(solutions, out)
+    c = cell(nb, "1.4")
+    c["source"] = READ_HIDDEN_CHECK + src(c).replace('    """', '    _leak_the_check()\n    """', 1)
+    write(folder, "hostile_in_call", nb)
+    expected["hostile_in_call"] = full
+
+    nb = copy.deepcopy(sol)
+    cell(nb, "1.3")["source"] = SELF_RESTORING_PATCH
+    write(folder, "self_restoring_patch", nb)
+    expected["self_restoring_patch"] = dict(full, **{"1.3": 0, "1.4": 0, "1.5": 0})
+
+    nb = copy.deepcopy(sol)
+    c = cell(nb, "1.2")
+    c["source"] = src(c) + "\n\n" + FORGE_VERDICT
+    write(folder, "forged_verdict", nb)
+    expected["forged_verdict"] = dict(full, **{"1.2": 0, "1.4": 0})  # 1.4's attention calls the forging mask
+
     write(folder, "not_json", "print('this is a Python script, not a notebook')\n")
     expected["not_json"] = zero
     write(folder, "not_a_notebook", json.dumps({"hello": "world"}))
@@ -211,6 +315,9 @@ EXPECTED_STATUS = {
     "killed_kernel": {"1.1": "passed", "1.2": "passed", "1.3": "passed", "1.4": "passed", "1.5": "crashed"},
     "huge_print": {"1.1": "passed", "1.2": "error", "1.3": "passed", "1.4": "passed", "1.5": "passed"},
     "hostile": dict.fromkeys(["1.1", "1.2", "1.3", "1.4", "1.5"], "passed"),
+    "hostile_in_call": dict.fromkeys(["1.1", "1.2", "1.3", "1.4", "1.5"], "passed"),
+    "self_restoring_patch": {"1.1": "passed", "1.2": "passed", "1.3": "failed", "1.4": "failed", "1.5": "failed"},
+    "forged_verdict": {"1.1": "passed", "1.2": "error", "1.3": "passed", "1.4": "error", "1.5": "passed"},
     "not_json": dict.fromkeys(["1.1", "1.2", "1.3", "1.4", "1.5"], "unreadable"),
     "not_a_notebook": dict.fromkeys(["1.1", "1.2", "1.3", "1.4", "1.5"], "unreadable"),
 }
@@ -304,7 +411,7 @@ def test_report_never_reveals_hidden_checks():
     assert "Further checks that are not in your lab" in text
 
 
-# --------------------------------------------------------------------------- slow: grade eleven submissions
+# --------------------------------------------------------------------------- slow: grade fourteen submissions
 
 
 @pytest.fixture(scope="module")
@@ -345,7 +452,13 @@ def test_reports_say_why_in_words(graded):
     untouched = (out / "untouched_lab.md").read_text()
     assert "not done yet: Exercise 1.1" in untouched and "Traceback" not in untouched
     patched = (out / "patched_checkers.md").read_text()
-    assert "Exercise 1.1, case" in patched and "differs" in patched  # attnlib.checks' own message
+    assert "changed the grader's checking tools (" in patched and "was replaced)" in patched
+    restoring = (out / "self_restoring_patch.md").read_text()
+    assert "attnlib.checks.default_tolerance was replaced" in restoring
+    assert "wrote on the grader's channel" in (out / "forged_verdict.md").read_text()
+    leaky = (out / "hostile_in_call.md").read_text()  # the hidden check's code must not reach the student
+    hidden = next(c.code for c in rebuild.load_solution(LAB, graded["solutions"]).checks if c.hidden)
+    assert "LEAKED" not in leaky and hidden.strip().splitlines()[-2] not in leaky
     assert "ran past the 10 s limit" in (out / "endless_loop.md").read_text()
     assert "killed by SIGKILL" in (out / "killed_kernel.md").read_text()
     assert "output limit" in (out / "huge_print.md").read_text()

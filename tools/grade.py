@@ -81,7 +81,8 @@ def _run_checker(student, plan, opts, out, graded, wcells, cell_info, tmp: Path,
             if not any(n == p or p in n.parents for n in needed)]
     job = {
         "student": student, "sandbox": opts.sandbox, "worker": str(HERE / "grading" / "worker.py"),
-        "trusted_setup": [plan.setup], "worker_cells": wcells, "cell_info": cell_info, "names": plan.names,
+        "worker_cells": wcells, "cell_info": cell_info, "names": plan.names,
+        "forbidden": plan.forbidden_rules(), "preimport": plan.check_imports(),
         "checks": [dict(id=c.cell_id, exercise=c.exercise, points=c.points, hidden=c.hidden, code=c.code)
                    for c in plan.checks],
         "timeout": opts.timeout, "startup_timeout": opts.startup_timeout, "max_restarts": 3,
@@ -101,7 +102,8 @@ def _run_checker(student, plan, opts, out, graded, wcells, cell_info, tmp: Path,
             result = json.loads(result_path.read_text(encoding="utf-8"))
             graded.update(checks=result["checks"], cells=result["cells"], output_bytes=result["output_bytes"],
                           output_head=result["output_head"], worker_starts=result["worker_starts"],
-                          start_seconds=result["start_seconds"], dropped=result["dropped"])
+                          start_seconds=result["start_seconds"], dropped=result["dropped"],
+                          tampered=result["tampered"])
         else:
             graded["internal"] = f"checker exited with {proc.returncode}: {proc.stderr.strip()[-600:]}"
     except subprocess.TimeoutExpired:

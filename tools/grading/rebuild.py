@@ -59,6 +59,7 @@ class Exercise:
     lab_code: str              # the student's starting point (solution blocks stripped)
     lab_code_index: int        # position among the lab's code cells
     defines: list = field(default_factory=list)
+    forbidden: list = field(default_factory=list)  # attnlib references this exercise's code must not call
 
 
 @dataclass
@@ -93,6 +94,31 @@ class Plan:
             if c.exercise not in seen:
                 seen.append(c.exercise)
         return seen
+
+    def forbidden_rules(self) -> dict:
+        """``{dotted name: [exercise, ...]}``: which exercises must not call which attnlib reference."""
+        rules: dict = {}
+        for ex in self.exercises:
+            for name in ex.forbidden:
+                rules.setdefault(name, [])
+                if ex.exercise not in rules[name]:
+                    rules[name].append(ex.exercise)
+        return rules
+
+    def check_imports(self) -> list:
+        """The modules the check cells import: imported (and locked) before any student code runs."""
+        mods = ["attnlib.checks", "torch.testing", "numpy.testing"]
+        for c in self.checks:
+            try:
+                tree = ast.parse(c.code)
+            except SyntaxError:
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    mods += [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    mods.append(node.module)
+        return list(dict.fromkeys(mods))
 
     def max_points(self, exercise: str) -> float:
         return sum(c.points for c in self.checks if c.exercise == exercise)
@@ -159,7 +185,12 @@ def load_solution(lab: str, solutions_dir: Path) -> Plan:
         elif "exercise" in tags:
             pos, lab_cell = lab_by_id[cell["id"]]
             defines = top_level_names(code)
-            exercises.append(Exercise(str(meta["exercise"]), cell["id"], i, source_of(lab_cell), pos, defines))
+            forbidden = meta.get("forbidden") or []
+            if not (isinstance(forbidden, list) and all(isinstance(f, str) for f in forbidden)):
+                raise ValueError(f"{lab}: exercise {meta['exercise']}: metadata 'forbidden' must be a list of "
+                                 f"dotted names, got {forbidden!r}")
+            exercises.append(Exercise(str(meta["exercise"]), cell["id"], i, source_of(lab_cell), pos, defines,
+                                      list(forbidden)))
             names += [n for n in defines if n not in names]
         elif "solution-only" in tags:
             continue

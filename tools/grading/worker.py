@@ -1,27 +1,34 @@
-"""The untrusted side: runs one student's exercise cells and answers calls.
+"""The sandboxed side: runs one student's exercise cells, then the instructor's check cells beside them.
 
-Started by :mod:`checker` inside the sandbox (see :mod:`sandbox`), one worker
-per submission. It receives cell code on a private channel, executes the
-solution's setup cells and the student's exercise cells in one namespace, then
-serves requests: ``get`` a name, ``call`` a handle, ``getattr`` on a handle.
-Everything it sends back is plain data or a handle number (see :mod:`codec`):
-the checking code never runs in this process, so nothing the student patches
-here (``torch.testing.assert_close``, ``numpy.testing``, ``attnlib.checks``,
-builtins) can reach the checks.
+Started by :mod:`checker` inside the sandbox (see :mod:`sandbox`). It receives cell code on a
+private channel and executes, in one module registered as ``__main__`` (as a notebook kernel does):
+the solution's setup cell, the solution's definition-only cells and the student's exercise cells
+(each compiled as ``<exercise N.M>``). Then, for each ``check`` request, it runs one check cell in a
+fresh module holding those names, so a check means exactly what it means in the notebook: Triton
+kernels launched with a grid into the check's buffers, callables and modules passed to the student's
+code, saved-tensor inspection, ``torch.compile``, autograd, subprocesses.
+
+The checking tools are kept honest by :mod:`integrity` (frozen after the setup cell, verified at every
+assertion and around every check) and the references an exercise must not call are guarded there too.
+Each verdict goes back with the nonce of its request.
 
 Usage (by the checker only): ``python -I worker.py REQUEST_FD RESPONSE_FD WORKDIR``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 import traceback
+import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.dont_write_bytecode = True
 
 import codec  # noqa: E402
+import integrity  # noqa: E402
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _MUTATING = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate",
@@ -121,38 +128,98 @@ def describe(exc: BaseException, label: str | None = None) -> dict:
     return {"type": type(exc).__name__, "bases": bases or ["Exception"], "message": message[:4000], "where": where}
 
 
+OUTPUT_MESSAGE = 1500  # characters of a check's message kept
+
+
+def short(message: str, n: int = OUTPUT_MESSAGE) -> str:
+    message = message.strip()
+    return message if len(message) <= n else message[:n] + " [...]"
+
+
+def _last_cell_frame(exc: BaseException):
+    """The innermost traceback entry that belongs to a notebook cell (``<exercise 1.3>``, ``<check 1.3>``)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith("<")]
+    return frames[-1] if frames else None
+
+
+def classify(exc: BaseException, names: set) -> tuple[str, str, bool]:
+    """(status, message, unexpected) for an exception that ended a check cell. ``unexpected``: an error of the
+    check itself, whose traceback the instructor's file keeps."""
+    if isinstance(exc, integrity.ForbiddenReference):
+        return "failed", short(str(exc)), False
+    if isinstance(exc, integrity.Tampered):
+        return "failed", tamper_message(str(exc)), False
+    if isinstance(exc, OutputFlood):
+        return "error", str(exc), False
+    frame = _last_cell_frame(exc)
+    student = frame is not None and frame.filename.startswith("<exercise ")
+    where = f" ({frame.filename.strip('<>')}, line {frame.lineno})" if student else ""
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:  # noqa: BLE001
+        text = f"{type(exc).__name__}: <unprintable message>"
+    if isinstance(exc, NotImplementedError):
+        return "failed", f"not done yet: {short(str(exc)) or 'NotImplementedError'}", False
+    if isinstance(exc, AssertionError) and not student:
+        return "failed", short(str(exc)) or "an assertion failed", False
+    if isinstance(exc, NameError) and not student and getattr(exc, "name", None) in names:
+        return "failed", f"your notebook does not define `{exc.name}`", False
+    if student:
+        return "error", short(f"your code raised {text}{where}"), False
+    return "error", short(f"the check could not run your code: {text}"), True
+
+
+class OutputFlood(BaseException):
+    """The code printed past the output limit during a check."""
+
+
+class BoundedOutput(io.TextIOBase):
+    """Where a check's prints go: the tail is kept (the last line is the check's message), and printing
+    more than ``limit`` characters ends the check, as the output limit ends a process that floods its pipe."""
+
+    def __init__(self, limit: int):
+        self.limit, self.total, self.tail = limit, 0, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text) -> int:
+        text = str(text)
+        self.total += len(text)
+        self.tail = (self.tail + text)[-4096:]
+        if self.total > self.limit:
+            raise OutputFlood(f"your code printed more than {self.limit} bytes (the output limit) during the check")
+        return len(text)
+
+    def getvalue(self) -> str:
+        return self.tail
+
+
+def tamper_message(what: str) -> str:
+    return (f"your code changed the grader's checking tools ({what}); no check can pass while they are "
+            "changed, so this check and the ones after it score zero")
+
+
 class Server:
     def __init__(self, req_fd: int, resp_fd: int, workdir: str):
         self.req_fd, self.resp_fd, self.workdir = req_fd, resp_fd, workdir
-        self.ns: dict = {"__name__": "__main__", "get_ipython": _NoIPython}
-        self.handles: dict[int, object] = {}
-        self.ids: dict[int, int] = {}
+        self.module = types.ModuleType("__main__")
+        self.module.__dict__["get_ipython"] = _NoIPython
+        self.ns: dict = self.module.__dict__
+        sys.modules["__main__"] = self.module  # torch.compile and Triton look functions' globals up by module
         self.hidden: list = []
         self.strict = True
+        self.names: set = set()
+        self.max_output = 10 * 2**20
         self.pid = os.getpid()
-        self.graphs: list = []  # (inputs, outputs) of calls whose result carries an autograd graph
 
     def only_me(self) -> None:
         """A process forked by student code never speaks on the channel: it ends here."""
         if os.getpid() != self.pid:
             os._exit(0)
 
-    def to_handle(self, obj) -> codec.Handle:
-        key = id(obj)
-        if key not in self.ids:
-            self.ids[key] = len(self.handles) + 1
-            self.handles[self.ids[key]] = obj
-        return codec.Handle(self.ids[key], type(obj).__name__, "worker")
-
-    def from_handle(self, h: codec.Handle):
-        if h.owner != "worker" or h.id not in self.handles:
-            raise codec.CodecError(f"unknown handle {h.id}")
-        return self.handles[h.id]
-
-    def answer(self, value) -> dict:
-        return {"ok": codec.encode(value, self.to_handle)}
-
-    def run(self, cells: list) -> dict:
+    def run(self, request: dict) -> dict:
+        cells = request["cells"]
         results = []
         for i, cell in enumerate(cells):
             label = cell.get("label", f"cell {i}")
@@ -169,73 +236,58 @@ class Server:
                 results.append({"ok": False, "error": describe(e, label)})
             sys.stdout.flush()
             self.only_me()
-        return {"ok": results}
+            if i == 0:  # the instructor's setup cell has run: lock the checking tools before any student code
+                integrity.preimport(request.get("preimport", []))
+                integrity.forbid(request.get("forbidden", {}))
+                integrity.freeze()
+        with contextlib.suppress(integrity.Tampered):
+            integrity.verify()
+        return {"ok": results, "tampered": integrity.tampered()}
 
-    def call(self, request: dict) -> dict:
-        """Call a student's function. Tensors that require grad in the checker require grad here too;
-        if the result carries a graph, it is kept so that the checker's ``backward`` can come back."""
-        fn = self.from_handle(codec.Handle(request["handle"], "", "worker"))
-        inputs: dict = {}
-
-        def on_decode(t, fields):
-            k = fields.get("grad_input")
-            if isinstance(k, int) and (t.is_floating_point() or t.is_complex()):
-                t.requires_grad_(True)
-                inputs[k] = t
-            return t
-
-        with codec.tensor_hooks(decode=on_decode):
-            args = codec.decode(request["args"], self.from_handle)
-            kwargs = codec.decode(request["kwargs"], self.from_handle)
-        result = fn(*args, **kwargs)
-        outputs: list = []
-
-        def on_encode(t):
-            # A computed tensor (or an input handed back) carries the graph; a parameter is plain data.
-            if t.requires_grad and (t.grad_fn is not None or any(t is i for i in inputs.values())):
-                outputs.append(t)
-                return {"grad_output": len(outputs) - 1}
-            return None
-
-        with codec.tensor_hooks(encode=on_encode):
-            reply = self.answer(result)
-        if outputs:
-            self.graphs.append(([inputs[k] for k in sorted(inputs)], outputs))
-            reply["graph"] = len(self.graphs) - 1
-        return reply
-
-    def backward(self, request: dict) -> dict:
-        """Back-propagate the checker's output gradients; return the gradients of the inputs."""
-        import torch
-
-        inputs, outputs = self.graphs[int(request["graph"])]
-        grads = codec.decode(request["grads"], self.from_handle)
-        pairs = [(o, g) for o, g in zip(outputs, grads) if g is not None]
-        for t in inputs:
-            t.grad = None
-        if pairs:
-            torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs], retain_graph=True)
-        return self.answer([t.grad for t in inputs])
+    def check(self, request: dict) -> dict:
+        """Run one check cell in a fresh ``__main__`` module holding the exercise cells' names."""
+        nonce = request["nonce"]
+        module = types.ModuleType("__main__")
+        module.__dict__.update(self.ns)
+        buffer = BoundedOutput(self.max_output)
+        integrity.clear_hits()
+        status, message, trace = "passed", "", None
+        try:
+            sys.modules["__main__"] = module
+            integrity.verify()
+            with contextlib.redirect_stdout(buffer):
+                exec(compile(to_python(request["code"]), f"<check {request['exercise']}>", "exec"),  # noqa: S102
+                     module.__dict__)
+            integrity.verify()
+            lines = buffer.getvalue().strip().splitlines()
+            message = short(lines[-1]) if lines else ""
+        except BaseException as e:  # noqa: BLE001 - every outcome becomes a verdict
+            status, message, unexpected = classify(e, self.names)
+            if unexpected:
+                trace = traceback.format_exc(limit=-3)
+        finally:
+            sys.modules["__main__"] = self.module
+        with contextlib.suppress(integrity.Tampered):
+            integrity.verify()
+        if integrity.tampered():
+            status, message, trace = "failed", tamper_message(integrity.tampered()), None
+        elif integrity.forbidden_hits():
+            status, message, trace = "failed", short(integrity.forbidden_hits()[0]), None
+        verdict = {"nonce": nonce, "status": status, "message": message}
+        if trace:
+            verdict["trace"] = trace[-4000:]  # the instructor's file only; never the student's report
+        return verdict
 
     def handle(self, request: dict) -> dict:
         op = request.get("op")
         if op == "run":
             self.hidden = [str(p) for p in request.get("hidden", [])]
             self.strict = bool(request.get("strict", True))
-            return self.run(request["cells"])
-        if op == "get":
-            name = request["name"]
-            if name not in self.ns:
-                return {"exc": {"type": "NameError", "bases": ["NameError", "Exception"],
-                                "message": f"name {name!r} is not defined", "where": None}}
-            return self.answer(self.ns[name])
-        if op == "call":
-            return self.call(request)
-        if op == "backward":
-            return self.backward(request)
-        if op == "getattr":
-            obj = self.from_handle(codec.Handle(request["handle"], "", "worker"))
-            return self.answer(getattr(obj, request["name"]))
+            self.names = set(request.get("names", []))
+            self.max_output = int(request.get("max_output", 10 * 2**20))
+            return self.run(request)
+        if op == "check":
+            return self.check(request)
         raise codec.CodecError(f"unknown op {op!r}")
 
     def serve(self) -> None:
