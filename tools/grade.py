@@ -1,6 +1,6 @@
 """Grade submitted lab notebooks against the instructor's solution.
 
-    python tools/grade.py LAB SUBMISSIONS_DIR --out OUT_DIR [--timeout SECONDS] [--jobs N]
+    python tools/grade.py LAB SUBMISSIONS_DIR --out OUT_DIR [--timeout SECONDS] [--jobs N] [--only STUDENT]
     make grade LAB=lab01_scaled_dot_product SUBMISSIONS=dir OUT=dir
 
 LAB is a lab id (``lab01_scaled_dot_product``); SUBMISSIONS_DIR holds one
@@ -9,6 +9,9 @@ LAB is a lab id (``lab01_scaled_dot_product``); SUBMISSIONS_DIR holds one
 * ``OUT_DIR/grades.csv``: ``student,exercise,points,max_points,status``, one row
   per student and exercise (status: passed, failed, error, timeout, crashed,
   unreadable);
+* ``OUT_DIR/grades_wide.csv``: one row per student, one column per exercise and the
+  total (for a gradebook's CSV import: Canvas, Moodle);
+* ``OUT_DIR/gradescope/<student>.json``: Gradescope's autograder ``results.json``;
 * ``OUT_DIR/<student>.md``: the student's report (assertion messages, never
   hidden checks);
 * ``OUT_DIR/summary.md``: the class summary and the sandbox that was used;
@@ -122,8 +125,10 @@ def _run_checker(student, plan, opts, out, graded, wcells, cell_info, tmp: Path,
 
 def grade(lab: str, submissions: Path, out: Path, *, timeout: float = 120.0, jobs: int = 2,
           memory_gib: float = 6.0, max_output_mib: float = 10.0, solutions: Path | None = None,
-          sandbox_mode: str | None = None, startup_timeout: float | None = None, log=print) -> dict:
-    """Grade every ``*.ipynb`` in ``submissions``; return ``{"rows": ..., "graded": ..., "info": ...}``."""
+          sandbox_mode: str | None = None, startup_timeout: float | None = None, only: str | None = None,
+          log=print) -> dict:
+    """Grade every ``*.ipynb`` in ``submissions`` (or, with ``only``, the one whose student id is ``only``,
+    merged into the results already in ``out``); return ``{"rows": ..., "graded": ..., "info": ...}``."""
     t0 = time.time()
     plan = rebuild.load_solution(lab, Path(solutions or ROOT / "solutions"))
     out = out.resolve()
@@ -144,7 +149,21 @@ def grade(lab: str, submissions: Path, out: Path, *, timeout: float = 120.0, job
             s, n = f"{student_id(p)}-{n}", n + 1
         seen.add(s)
         students.append(s)
-    log(f"grading {len(paths)} submissions of {lab} (sandbox: {mode}; {jobs} jobs; {timeout:g} s per check)")
+    todo = list(zip(students, paths))
+    kept_rows, kept_graded = [], {}
+    if only is not None:
+        todo = [(s, p) for s, p in todo if s == only]
+        if not todo:
+            raise ValueError(f"--only {only}: no submission in {submissions} has that student id "
+                             f"(ids: {', '.join(students) or 'none'})")
+        if (out / "grades.csv").exists():  # keep everyone else's results
+            kept_rows = [r for r in report.read_csv(out / "grades.csv") if r["student"] != only]
+            for s in dict.fromkeys(r["student"] for r in kept_rows):
+                f = out / "instructor" / f"{s}.json"
+                kept_graded[s] = json.loads(f.read_text(encoding="utf-8")) if f.exists() else {"seconds": 0.0}
+    log(f"grading {len(todo)} submission{'s' if len(todo) != 1 else ''} of {lab} (sandbox: {mode}; {jobs} jobs; "
+        f"{timeout:g} s per check)")
+    done = {"n": 0}
 
     def work(item):
         s, p = item
@@ -156,21 +175,29 @@ def grade(lab: str, submissions: Path, out: Path, *, timeout: float = 120.0, job
                                       status="crashed", message="the grader could not finish this submission; "
                                       "your instructor will look at it") for c in plan.checks]}
             rows = report.exercise_rows(s, plan, graded["checks"])
-        log(f"  {s}: {report.fmt_points(sum(r['points'] for r in rows))} / "
+        done["n"] += 1
+        log(f"  [{done['n']}/{len(todo)}] {s}: {report.fmt_points(sum(r['points'] for r in rows))} / "
             f"{report.fmt_points(sum(r['max_points'] for r in rows))} points in {graded['seconds']:.1f} s")
         return s, rows, graded
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        results = list(pool.map(work, zip(students, paths)))
-    rows = [r for _, rs, _ in results for r in rs]
-    graded = {s: g for s, _, g in results}
+        results = list(pool.map(work, todo))
+    new_rows = [r for _, rs, _ in results for r in rs]
+    graded = dict(kept_graded, **{s: g for s, _, g in results})
+    everyone = sorted(set(graded), key=lambda s: (s not in students, students.index(s) if s in students else 0, s))
+    rows = sorted(kept_rows + new_rows, key=lambda r: everyone.index(r["student"]))
     report.write_csv(out / "grades.csv", rows)
+    report.write_wide_csv(out / "grades_wide.csv", plan, everyone, rows)
+    (out / "gradescope").mkdir(exist_ok=True)
     for s, rs, g in results:
         (out / f"{s}.md").write_text(report.student_report(s, plan, rs, g), encoding="utf-8")
+        (out / "gradescope" / f"{s}.json").write_text(
+            json.dumps(report.gradescope_results(plan, s, rs, g), indent=1), encoding="utf-8")
     info = {"seconds": time.time() - t0, "jobs": jobs, "timeout": timeout, "memory_gib": memory_gib,
             "sandbox": mode, "sandbox_why": why, "ignored": ignored}
-    (out / "summary.md").write_text(report.summary(plan, students, rows, graded, info), encoding="utf-8")
-    log(f"wrote {out / 'grades.csv'}, {len(students)} reports and {out / 'summary.md'} in {info['seconds']:.0f} s")
+    (out / "summary.md").write_text(report.summary(plan, everyone, rows, graded, info), encoding="utf-8")
+    log(f"wrote {out / 'grades.csv'} (and grades_wide.csv, gradescope/), {len(results)} report"
+        f"{'s' if len(results) != 1 else ''} and {out / 'summary.md'} in {info['seconds']:.0f} s")
     return {"rows": rows, "graded": graded, "info": info, "plan": plan}
 
 
@@ -189,6 +216,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-output-mib", type=float, default=10.0,
                         help="a student's process printing more than this is stopped; default 10")
     parser.add_argument("--solutions", type=Path, default=None, help="solutions folder (default: solutions/)")
+    parser.add_argument("--only", metavar="STUDENT", default=None,
+                        help="regrade only this student's submission (its file stem) and merge it into OUT_DIR, "
+                             "keeping everyone else's results")
     parser.add_argument("--sandbox", choices=["namespaces+nobody", "namespaces", "rlimits+audit"], default=None,
                         help="force a sandbox level instead of the strongest one the machine allows")
     args = parser.parse_args(argv)
@@ -197,7 +227,7 @@ def main(argv=None) -> int:
     try:
         grade(args.lab, args.submissions, args.out, timeout=args.timeout, jobs=args.jobs,
               memory_gib=args.memory_gib, max_output_mib=args.max_output_mib, solutions=args.solutions,
-              sandbox_mode=args.sandbox, startup_timeout=args.startup_timeout)
+              sandbox_mode=args.sandbox, startup_timeout=args.startup_timeout, only=args.only)
     except (FileNotFoundError, ValueError) as e:  # a wrong lab id or a solution without checks
         parser.error(str(e))
     return 0

@@ -45,6 +45,48 @@ def write_csv(path: Path, rows: list) -> None:
             w.writerow(dict(r, points=fmt_points(r["points"]), max_points=fmt_points(r["max_points"])))
 
 
+def read_csv(path: Path) -> list:
+    """The rows of an existing ``grades.csv`` (points as numbers), for regrading one student into it."""
+    with path.open(newline="", encoding="utf-8") as f:
+        return [dict(r, points=float(r["points"]), max_points=float(r["max_points"])) for r in csv.DictReader(f)]
+
+
+def write_wide_csv(path: Path, plan, students: list, rows: list) -> None:
+    """One row per student, one column per exercise, then the total: the layout gradebooks import (Moodle's
+    and Canvas's CSV import map the ``student`` column to a user; the header names each column's maximum)."""
+    exercises = plan.exercise_ids()
+    by = {(r["student"], r["exercise"]): r for r in rows}
+    maximum = sum(plan.max_points(ex) for ex in exercises)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["student"] + [f"Exercise {ex} ({fmt_points(plan.max_points(ex))})" for ex in exercises]
+                   + [f"Total ({fmt_points(maximum)})"])
+        for s in students:
+            points = [by[(s, ex)]["points"] if (s, ex) in by else 0.0 for ex in exercises]
+            w.writerow([s] + [fmt_points(p) for p in points] + [fmt_points(sum(points))])
+
+
+def gradescope_results(plan, student: str, rows: list, graded: dict) -> dict:
+    """Gradescope's autograder ``results.json`` for one student: one test per exercise, with the same
+    messages as the student's report (hidden checks only as passed / not all passed)."""
+    tests = []
+    checks = graded.get("checks", [])
+    for r in rows:
+        if r["student"] != student:
+            continue
+        mine = [c for c in checks if c["exercise"] == r["exercise"]]
+        lines = [f"{c['id']}: {c['status']}" + (f" - {c.get('message', '')}" if c["status"] != "passed" else "")
+                 for c in mine if not c["hidden"]]
+        hidden = [c for c in mine if c["hidden"]]
+        if hidden:
+            ok = all(c["status"] == "passed" for c in hidden)
+            lines.append("further checks that are not in your lab: " + ("passed" if ok else "did not all pass"))
+        tests.append({"name": f"Exercise {r['exercise']}", "score": r["points"], "max_score": r["max_points"],
+                      "status": "passed" if r["status"] == "passed" else "failed", "output": "\n".join(lines)})
+    return {"score": sum(t["score"] for t in tests), "tests": tests, "visibility": "visible",
+            "stdout_visibility": "hidden"}
+
+
 def _quote(text: str) -> str:
     return "\n".join("    " + line for line in text.strip().splitlines()) or "    (no message)"
 
