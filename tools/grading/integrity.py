@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import sys
 import types
 
@@ -43,7 +44,7 @@ FAST_MODULES = ("builtins", "math", "torch", "torch.testing", "torch.testing._co
 PROTECTED_CLASSES = ("attnlib.checks.Check", "attnlib.checks.Case", "torch.Tensor", "torch._C.TensorBase",
                      "torch.nn.Module", "torch.nn.Parameter", "torch.autograd.Function")
 
-_state: dict = {"tables": {}, "frozen": False, "snapshot": {}, "fast": {}, "classes": {}, "fast_classes": {}, "tampered": None,
+_state: dict = {"rest": {}, "rest_classes": {}, "library_dirs": (), "tables": {}, "frozen": False, "snapshot": {}, "fast": {}, "classes": {}, "fast_classes": {}, "tampered": None,
                 "forbidden_hits": []}
 
 
@@ -101,7 +102,9 @@ def freeze() -> None:
     snapshot = {name: _record(m) for name, m in list(sys.modules.items())
                 if m is not None and _trusted(name)}
     _state["snapshot"] = snapshot
+    _state["library_dirs"] = _library_dirs()
     _state["fast"] = {n: snapshot[n] for n in FAST_MODULES if n in snapshot}
+    _state["rest"] = {n: v for n, v in snapshot.items() if n not in _state["fast"]}
     # The contents of the tables the checking tools read (e.g. torch.testing's default tolerances).
     _state["tables"] = {(n, k): _copy(v) for n in FAST_MODULES if n in snapshot
                         for k, v in snapshot[n].items() if isinstance(v, (dict, list, set))}
@@ -114,6 +117,7 @@ def freeze() -> None:
     _state["classes"] = {cls: dict(vars(cls)) for cls in classes}
     _state["fast_classes"] = {cls: v for cls, v in _state["classes"].items()
                               if cls.__module__.startswith("attnlib")}
+    _state["rest_classes"] = {cls: v for cls, v in _state["classes"].items() if cls not in _state["fast_classes"]}
     trusted_modules = {id(m) for name, m in sys.modules.items() if m is not None and _trusted(name)}
 
     def hook(event, args):
@@ -134,6 +138,25 @@ def freeze() -> None:
     _state["frozen"] = True
 
 
+def _library_dirs() -> tuple:
+    dirs = []
+    for name in ("torch", "numpy", "attnlib"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "__file__", None):
+            dirs.append(os.path.dirname(os.path.realpath(module.__file__)) + os.sep)
+    return tuple(dirs)
+
+
+def _library_wrapper(new, old, lenient: bool) -> bool:
+    """A function of a trusted library's own files put in place by that library, as ``torch._dynamo`` does
+    when it is first used: it wraps ``torch.manual_seed`` (``functools.wraps``, accepted everywhere) and
+    replaces ``nn.Module.__init__`` (accepted only outside the checking tools, ``lenient``)."""
+    code = getattr(new, "__code__", None)
+    if code is None or not os.path.realpath(code.co_filename).startswith(_state["library_dirs"]):
+        return False
+    return lenient or getattr(new, "__wrapped__", None) is old
+
+
 def _copy(table):
     return type(table)(table) if not isinstance(table, dict) else dict(table)
 
@@ -150,13 +173,18 @@ def _tables_changed() -> str | None:
     return None
 
 
-def _diff(record: dict, classes: dict) -> str | None:
+def _diff(record: dict, classes: dict, lenient: bool = False) -> str | None:
+    """What changed in ``record``'s modules and ``classes`` (``lenient``: a trusted library's own
+    replacement is accepted and recorded)."""
     for cls, attrs in classes.items():
         now = vars(cls)
         for key, value in attrs.items():
             if key not in now:
                 return f"{cls.__module__}.{cls.__qualname__}.{key} was deleted"
             if now[key] is not value:
+                if _library_wrapper(now[key], value, lenient):
+                    attrs[key] = now[key]
+                    continue
                 return f"{cls.__module__}.{cls.__qualname__}.{key} was replaced"
         added = [k for k in now if k not in attrs and not k.startswith("_abc")]
         if added and cls.__module__.startswith("attnlib"):
@@ -173,6 +201,11 @@ def _diff(record: dict, classes: dict) -> str | None:
             if key not in now:
                 return f"{name}.{key} was deleted"
             if now[key] is not value:
+                if _library_wrapper(now[key], value, lenient) or (lenient and not callable(value)):
+                    # torch._dynamo wraps torch.manual_seed when it is imported; libraries rebind their own
+                    # data (caches, sets of names) as they run
+                    attrs[key] = now[key]
+                    continue
                 return f"{name}.{key} was replaced"
         if "__getattr__" in now and "__getattr__" not in attrs:
             return f"{name}.__getattr__ was added"
@@ -185,8 +218,9 @@ def verify(full: bool = True) -> None:
     if not _state["frozen"]:
         return
     if _state["tampered"] is None:
-        _state["tampered"] = _diff(_state["snapshot"] if full else _state["fast"],
-                                   _state["classes"] if full else _state["fast_classes"]) or _tables_changed()
+        _state["tampered"] = _diff(_state["fast"], _state["fast_classes"]) or _tables_changed()
+        if full and _state["tampered"] is None:
+            _state["tampered"] = _diff(_state["rest"], _state["rest_classes"], lenient=True)
     if _state["tampered"] is not None:
         raise Tampered(_state["tampered"])
 
