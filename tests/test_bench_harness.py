@@ -608,3 +608,17 @@ def test_the_child_checks_each_experimental_kernel_in_the_interpreter():
     # a group's child runs its own kinds only
     only = canary.child(device="cpu", dtype=torch.float16, seq_len=128, kinds=("gluon-ws",))
     assert set(only) == {k for k in outcome if k.startswith("gluon-ws ")}
+
+
+def test_progress_prints_a_line_per_item_and_a_summary():
+    import io
+
+    from attnlib.bench.timing import progress
+
+    out = io.StringIO()
+    assert list(progress([{"N": 4096}, {"N": 16384}], "flash grid", describe=lambda s: f"N={s['N']}",
+                         stream=out)) == [{"N": 4096}, {"N": 16384}]
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("[attnlib.bench] flash grid 1/2: N=4096 (")
+    assert lines[1].startswith("[attnlib.bench] flash grid 2/2: N=16384 (")
+    assert lines[2].startswith("[attnlib.bench] flash grid: 2 items in ")

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .env import require_bf16_gpu
-from .timing import bench_ms
+from .timing import bench_ms, progress
 
 __all__ = ["run", "grid", "copy_bandwidth_tb_s", "check_correctness", "ratios", "ratio_lines", "plot", "IMPLS"]
 
@@ -157,7 +157,8 @@ def run(quick: bool = False) -> dict:
     correct = all(c["passed"] for c in checks)
     impls = IMPLS if correct else [i for i in IMPLS if not i.startswith("attnlib")]  # a wrong kernel is not timed
     rep = 50 if quick else 100
-    rows = [r for shape in grid(quick) for r in time_shape(shape, impls, rep=rep)]
+    rows = [r for shape in progress(grid(quick), "decode grid", describe=lambda s: " ".join(f"{k}={v}" for k, v in s.items()))
+            for r in time_shape(shape, impls, rep=rep)]
     table = ratios(rows, copy_tb_s)
     print(f"decode: copy {copy_tb_s:.2f} TB/s; kernel correct: {correct}")
     for line in ratio_lines(table):

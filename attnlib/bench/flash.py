@@ -42,7 +42,7 @@ from ..kernels import _flash_experimental
 from . import canary
 from .env import require_bf16_gpu
 from .flops import attention_flops
-from .timing import attention_tflops, bench_ms
+from .timing import attention_tflops, bench_ms, progress
 
 __all__ = ["run", "grid", "check_correctness", "time_shape", "time_ladder", "ladder_lines", "time_backward",
            "backward_candidates", "backward_lines", "ratios", "autotuned_configs", "best_experimental",
@@ -616,7 +616,7 @@ def run(quick: bool = False, checkpoint=None) -> dict:
     backward = time_backward((4096,), warmup=warmup, rep=rep) if correct else []
     save(backward=backward)
     rows, skipped = [], []
-    for shape in grid(quick):
+    for shape in progress(grid(quick), "flash grid", describe=lambda s: " ".join(f"{k}={v}" for k, v in s.items())):
         if time.perf_counter() - start > budget_s:
             skipped.append({**shape, "reason": f"time budget of {budget_s:.0f} s spent"})
             continue

@@ -9,7 +9,9 @@ papers' convention: forward ``4*B*H*Lq*Lk*D``, halved when causal; forward+backw
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+import sys
+import time
+from typing import Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 from .flops import attention_flops
 
@@ -38,3 +40,19 @@ def attention_tflops(ms: float, batch: int, heads: int, lq: int, lk: int, head_d
                      causal: bool = False, mode: str = "fwd") -> float:
     """TFLOP/s of one attention call of the given shape that took ``ms`` milliseconds."""
     return tflops(attention_flops(batch, heads, lq, lk, head_dim, causal=causal, mode=mode), ms)
+
+
+T = TypeVar("T")
+
+
+def progress(items: Iterable[T], label: str, *, describe: Callable[[T], str] = str, stream=None) -> Iterator[T]:
+    """Yield ``items``, printing ``[attnlib.bench] label i/n: item (elapsed)`` as each one starts and a final
+    ``label: n items in t s`` line, so a long suite shows where it is (one line per item, flushed at once)."""
+    items = list(items)
+    out = stream or sys.stdout
+    start = time.perf_counter()
+    for i, item in enumerate(items, 1):
+        print(f"[attnlib.bench] {label} {i}/{len(items)}: {describe(item)} ({time.perf_counter() - start:.0f} s)",
+              file=out, flush=True)
+        yield item
+    print(f"[attnlib.bench] {label}: {len(items)} items in {time.perf_counter() - start:.0f} s", file=out, flush=True)
