@@ -257,6 +257,9 @@ def forbid(rules: dict) -> None:
             _state["forbidden_hits"].append(message)
             raise ForbiddenReference(message)
 
+        if not isinstance(original, (type, types.FunctionType, types.BuiltinFunctionType)):
+            raise TypeError(f"forbidden: {dotted} is a {type(original).__name__}; only functions and classes can "
+                            "be forbidden (name the Python function that launches a kernel instead)")
         if isinstance(original, type):
             init = original.__init__
 

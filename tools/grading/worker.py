@@ -237,9 +237,13 @@ class Server:
             sys.stdout.flush()
             self.only_me()
             if i == 0:  # the instructor's setup cell has run: lock the checking tools before any student code
-                integrity.preimport(request.get("preimport", []))
-                integrity.forbid(request.get("forbidden", {}))
-                integrity.freeze()
+                try:
+                    integrity.preimport(request.get("preimport", []))
+                    integrity.forbid(request.get("forbidden", {}))
+                    integrity.freeze()
+                except Exception as e:  # noqa: BLE001 - the instructor's metadata is wrong: stop, say why
+                    results[0] = {"ok": False, "error": describe(e, "the solution's forbidden metadata")}
+                    return {"ok": results + [{"ok": False, "error": None}] * (len(cells) - 1), "tampered": None}
         with contextlib.suppress(integrity.Tampered):
             integrity.verify()
         return {"ok": results, "tampered": integrity.tampered()}
