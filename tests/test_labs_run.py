@@ -3,6 +3,10 @@
 The book executes the labs too; exercise and check cells carry the tag
 ``raises-exception``, so everything else in a lab (setup, experiments, which
 fall back on attnlib's reference) must run without error.
+
+The generated labs run with ``ATTN_FAST=1`` (smaller experiments, the same checks): what this test
+checks is the lab's structure, and nbval already runs every solution, experiments included, at full
+size; the book build runs the labs at full size too (``make book``).
 """
 
 
@@ -16,7 +20,8 @@ LABS = sorted((ROOT / "labs").glob("*.ipynb"))
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", LABS, ids=lambda p: p.stem)
-def test_lab_runs_and_names_each_unfinished_exercise(path):
+def test_lab_runs_and_names_each_unfinished_exercise(path, monkeypatch):
+    monkeypatch.setenv("ATTN_FAST", "1")  # the kernel inherits it
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     for cell in nb.cells:
