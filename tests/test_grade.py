@@ -429,7 +429,8 @@ def graded(tmp_path_factory):
     before = digest(solutions)
     result = grade.grade(LAB, subs, out, timeout=10, startup_timeout=90, jobs=2, max_output_mib=2,
                          solutions=solutions, log=lambda *a: None)
-    return {"result": result, "out": out, "expected": expected, "solutions": solutions, "before": before}
+    return {"result": result, "out": out, "expected": expected, "solutions": solutions, "before": before,
+            "submissions": subs}
 
 
 @pytest.mark.slow
@@ -525,6 +526,44 @@ def test_the_patched_submission_fools_a_grader_that_runs_checks_in_its_kernel(tm
                          env={"PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"})
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.count("all checks passed") == len(plan.checks)
+
+
+@pytest.mark.slow
+def test_exports_and_regrading_one_student_keep_everyone_elses_results(graded, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(graded["out"], out)
+    wide = read_csv(out / "grades_wide.csv")
+    assert list(wide[0]) == ["student"] + [f"Exercise {e} ({p})" for e, p in
+                                           zip(["1.1", "1.2", "1.3", "1.4", "1.5"], [1, 2, 3, 3, 3])] + ["Total (12)"]
+    by_student = {r["student"]: r for r in wide}
+    assert set(by_student) == set(graded["expected"])
+    assert by_student["solution"]["Total (12)"] == "12" and by_student["untouched_lab"]["Total (12)"] == "0"
+    assert by_student["endless_loop"]["Exercise 1.5 (3)"] == "0" and by_student["endless_loop"]["Total (12)"] == "9"
+    scope = json.loads((out / "gradescope" / "endless_loop.json").read_text())
+    assert scope["score"] == 9 and [t["name"] for t in scope["tests"]][-1] == "Exercise 1.5"
+    assert scope["tests"][-1]["score"] == 0 and "ran past" in scope["tests"][-1]["output"]
+    assert "SECRET" not in json.dumps(scope)
+
+    before = {r["student"]: r for r in read_csv(out / "grades.csv") if r["student"] != "endless_loop"}
+    resubmitted = graded["submissions"] / "endless_loop.ipynb"
+    original = resubmitted.read_text()
+    resubmitted.write_text((graded["submissions"] / "solution.ipynb").read_text())  # a fixed resubmission
+    try:
+        result = grade.grade(LAB, graded["submissions"], out, timeout=10, startup_timeout=90, jobs=1,
+                             solutions=graded["solutions"], only="endless_loop", log=lambda *a: None)
+    finally:
+        resubmitted.write_text(original)
+    assert {r["student"] for r in result["rows"]} == set(graded["expected"])
+    after = read_csv(out / "grades.csv")
+    assert {r["student"]: r for r in after if r["student"] != "endless_loop"}.keys() == before.keys()
+    assert [r for r in after if r["student"] != "endless_loop"] == list(
+        r for s in before for r in read_csv(graded["out"] / "grades.csv") if r["student"] == s)
+    assert all(r["points"] == r["max_points"] for r in after if r["student"] == "endless_loop")
+    wide = {r["student"]: r for r in read_csv(out / "grades_wide.csv")}
+    assert wide["endless_loop"]["Total (12)"] == "12" and wide["untouched_lab"]["Total (12)"] == "0"
+    with pytest.raises(ValueError, match="no submission"):
+        grade.grade(LAB, graded["submissions"], out, solutions=graded["solutions"], only="nobody_here",
+                    log=lambda *a: None)
 
 
 def test_student_ids_never_overwrite_the_graders_files():
