@@ -45,9 +45,9 @@ COMPAT_VENV   ?= .venv-triton-compat
 COMPAT_TRITON ?= triton==3.6.0
 test-triton-compat:
 	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
-	$(COMPAT_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)" "$(COMPAT_TRITON)" numpy matplotlib tqdm pytest hypothesis
+	$(COMPAT_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)" "$(COMPAT_TRITON)" numpy matplotlib tqdm pytest pytest-xdist hypothesis
 	$(COMPAT_VENV)/bin/python -c "import numpy, torch, triton; print('compat run: torch', torch.__version__, 'triton', triton.__version__, 'numpy', numpy.__version__)"
-	PYTHONPATH=$(CURDIR) MPLBACKEND=Agg $(COMPAT_VENV)/bin/python -m pytest -p no:cacheprovider -o addopts=-ra \
+	PYTHONPATH=$(CURDIR) MPLBACKEND=Agg $(COMPAT_VENV)/bin/python -m pytest -p no:cacheprovider -o addopts=-ra -n 2 \
 		tests/test_kernels_*.py tests/test_bench_harness.py
 	PYTHONPATH=$(CURDIR) MPLBACKEND=Agg TRITON_INTERPRET=1 $(COMPAT_VENV)/bin/python tools/run_md_cells.py \
 		solutions/lab1[5-8]_*.md chapters/08_gpu_profiling.md
