@@ -1,6 +1,6 @@
 """Each lab's check cells must fail on wrong answers (a check that cannot fail is a defect).
 
-Covered: labs 01-07 and the kernel labs 15-18; every exercise of a covered lab has at least one mutation.
+Covered: labs 01-07, 09 and the kernel labs 15-18; every exercise of a covered lab has at least one mutation.
 Each mutation breaks one exercise of a lab's solution the way a student might (the comments say how);
 running that exercise's check cells must then raise an AssertionError naming the exercise, before any
 kernel writes outside a buffer. Every unbroken solution passes all of its checks. The kernel labs
@@ -213,6 +213,33 @@ MUTATIONS = {  # lab -> (exercise, text in the solution, the broken text)
         ("18.4", 'shift = tl.where(m_new == float("-inf"), 0.0, m_new)',
          "shift = m_new"),  # no guard: a row with no visible key yet gives -inf - (-inf) = NaN
         ("18.4", "keep = ok[None, :]", "keep = offs_m[:, None] < L"),  # keys past L not masked
+    ],
+    "lab09_sparse_and_long_context": [
+        ("9.1", "return (i - j >= 0) & (i - j < window)", "return (i - j >= 0) & (i - j <= window)"),  # one key too many
+        ("9.1", "return (i - j >= 0) & (i - j < window)", "return (i - j).abs() < window"),  # not causal: sees the future
+        ("9.1", "& (delta < window * dilation)", "& (delta < window)"),  # window counted in positions, not keys
+        ("9.1", "(delta % dilation == 0)", "(delta % (dilation + 1) == 0)"),  # spacing off by one
+        ("9.2", "step = (mask | eye).float()", "step = mask.float()"),  # forgot the residual stream
+        ("9.2", "for _ in range(n_layers - 1):", "for _ in range(n_layers):"),  # one layer too many
+        ("9.2", "reach = ((reach @ step) > 0).float()", "reach = ((reach * step) > 0).float()"),  # no composition
+        ("9.3", "n_pick = min(topk - 1, nb - 1)", "n_pick = min(topk, nb - 1)"),  # own block not counted in topk
+        ("9.3", '    gate = gate.masked_fill(~earlier, float("-inf"))\n', ""),  # picks land on own/later blocks
+        ("9.3", "mask = keep[..., own] & causal_mask(length, length)", "mask = keep[..., own]"),  # own block not causal
+        ("9.3", "sums = F.pad(k, (0, 0, 0, pad))", "sums = F.pad(q, (0, 0, 0, pad))"),  # pools queries, not keys
+        ("9.4", "moved = F.normalize(decay * mu + (1 - decay) * sums / counts.clamp(min=1), dim=-1)",
+         "moved = decay * mu + (1 - decay) * sums / counts.clamp(min=1)"),  # centroids leave the unit sphere
+        ("9.4", "rows = F.normalize(x.reshape(-1, x.shape[-1]), dim=-1)", "rows = x.reshape(-1, x.shape[-1])"),  # raw rows
+        ("9.4", "moved = F.normalize(decay * mu + (1 - decay) *", "moved = F.normalize((1 - decay) * mu + decay *"),  # decay swapped
+        ("9.4", " | torch.eye(length, dtype=torch.bool)", ""),  # a query alone in its cluster sees nothing
+        ("9.4", "mu = F.normalize(centroids, dim=-1)\n    cq", "mu = centroids\n    cq"),  # routes by raw dot product
+        ("9.4", "return scaled_dot_product_attention(q, k, v, same & causal_mask(length, length))",
+         "return scaled_dot_product_attention(q, k, v, same)"),  # routing without the causal mask
+        ("9.5", "(delta < window * dilation)\n    return mask_mod", "(delta <= window * dilation)\n    return mask_mod"),
+        ("9.5", "(delta >= 0) & (delta % dilation == 0)", "(delta % dilation == 0)"),  # not causal
+        ("9.5", "slopes[h] * (kv_idx - q_idx)", "slopes[h] * (q_idx - kv_idx)"),  # the bias rewards distance
+        ("9.5", "return cap * torch.tanh((score + slopes[h] * (kv_idx - q_idx)) / cap)",
+         "return cap * torch.tanh(score / cap) + slopes[h] * (kv_idx - q_idx)"),  # capped before the bias
+        ("9.5", "slopes[h] * (kv_idx - q_idx)", "slopes[0] * (kv_idx - q_idx)"),  # head 0's slope for every head
     ],
 }
 CASES = [(lab, *m) for lab, mutations in MUTATIONS.items() for m in mutations]

@@ -7,9 +7,11 @@ seed. The token constants of each family live in its module.
 * :mod:`attnlib.data.sequences` - reversal and sorting (seq2seq, pointer networks).
 * :mod:`attnlib.data.recall` - selective copy, counting, Flip-Flop, associative recall.
 * :mod:`attnlib.data.languages` - mildly context-sensitive languages (a^n b^n c^n, ...).
+* :mod:`attnlib.data.passkey` - passkey retrieval: one marked token at a chosen depth in long filler.
 """
 
 from .languages import LanguageBatch, mcsl, mcsl_vocab_size
+from .passkey import PasskeyBatch, passkey_task, passkey_vocab
 from .recall import TaskBatch, associative_recall, counting, flip_flop, selective_copy
 from .sequences import SequenceBatch, reversal_task, sorting_task
 
@@ -17,4 +19,5 @@ __all__ = [
     "SequenceBatch", "reversal_task", "sorting_task",
     "TaskBatch", "selective_copy", "counting", "flip_flop", "associative_recall",
     "LanguageBatch", "mcsl", "mcsl_vocab_size",
+    "PasskeyBatch", "passkey_task", "passkey_vocab",
 ]
