@@ -241,6 +241,42 @@ MUTATIONS = {  # lab -> (exercise, text in the solution, the broken text)
          "return cap * torch.tanh(score / cap) + slopes[h] * (kv_idx - q_idx)"),  # capped before the bias
         ("9.5", "slopes[h] * (kv_idx - q_idx)", "slopes[0] * (kv_idx - q_idx)"),  # head 0's slope for every head
     ],
+    "lab13_attention_as_explanation": [
+        ("13.1", "(residual * eye + (1 - residual) * a.mean(dim=1)) @ rollout",
+         "rollout @ (residual * eye + (1 - residual) * a.mean(dim=1))"),  # latest layer on the right
+        ("13.1", "(1 - residual) * a.mean(dim=1)) @ rollout",
+         "(1 - residual) * a.sum(dim=1)) @ rollout"),  # heads summed, not averaged: rows no longer sum to 1
+        ("13.1", "(residual * eye + (1 - residual) * a.mean(dim=1))",
+         "((1 - residual) * eye + residual * a.mean(dim=1))"),  # residual weight on the attention term
+        ("13.1", "    rollout = eye\n", "    rollout = attns[0].mean(dim=1)\n"),  # first layer counted twice, raw
+        ("13.2", "graph.add_edge((depth - 1, j), (depth, i), capacity=cap[batch][i][j])",
+         "graph.add_edge((depth - 1, i), (depth, j), capacity=cap[batch][i][j])"),  # capacities transposed
+        ("13.2", "(residual * torch.eye(n) + (1 - residual) * a.detach().double().mean(1))",
+         "a.detach().double().mean(1)"),  # the residual (identity) edge forgotten
+        ("13.2", "nx.maximum_flow_value(graph, (0, j), (len(layers), i))",
+         "nx.maximum_flow_value(graph, (0, j), (1, i))"),  # sink in the first layer, not the last
+        ("13.2", "return flows[:, 0] if output is not None else flows",
+         "return flows[:, 0] if output is not None else flows.transpose(-2, -1)"),  # (input, output) order
+        ("13.3", "return (x * grad).detach()", "return grad.detach()"),  # the gradient alone, no input
+        ("13.3", "picked = scores.gather(1, idx[:, None]).sum()",
+         "picked = scores[:, idx].sum()"),  # every example's target summed for every example
+        ("13.3", "x = inputs.detach().clone().requires_grad_(True)",
+         "x = inputs.requires_grad_(True)"),  # sets requires_grad on the caller's tensor
+        ("13.3", "picked = scores.gather(1, idx[:, None]).sum()",
+         "picked = scores.max(-1).values.sum()"),  # the predicted class, not the target
+        ("13.4", "(k - 0.5) / steps", "k / steps"),  # right Riemann sum, not the midpoint rule
+        ("13.4", "return (x - base) * total / steps", "return x * total / steps"),  # baseline left out of the factor
+        ("13.4", "return (x - base) * total / steps", "return (x - base) * total"),  # summed, not averaged
+        ("13.4", "point = (base + (k - 0.5) / steps * (x - base))",
+         "point = (base + (k - 0.5) / steps * x)"),  # path from the baseline towards x + baseline, not to x
+        ("13.5", "-torch.log1p(-mass.clamp(max=1 - 1e-6)).mean()",
+         "-torch.log1p(-mass.clamp(max=1 - 1e-6)).sum()"),  # summed over rows, not averaged
+        ("13.5", "-torch.log1p(-mass.clamp(max=1 - 1e-6)).mean()",
+         "-torch.log1p(-mass.mean().clamp(max=1 - 1e-6))"),  # log of the mean mass, not the mean of the logs
+        ("13.5", "mass.clamp(max=1 - 1e-6)", "mass"),  # no clip: infinite when all the mass is impermissible
+        ("13.5", "-torch.log1p(-mass.clamp(max=1 - 1e-6)).mean()", "mass.mean()"),  # linear in the mass
+        ("13.5", "mass = (weights * mask).sum(-1)", "mass = (weights * ~mask).sum(-1)"),  # the permitted mass
+    ],
 }
 CASES = [(lab, *m) for lab, mutations in MUTATIONS.items() for m in mutations]
 
