@@ -14,6 +14,7 @@ One idea per module:
 * :mod:`attnlib.position` - sinusoidal, learned, relative, rotary, ALiBi and contextual positions.
 * :mod:`attnlib.lengthgen` - threshold-relative and monotonic location attention.
 * :mod:`attnlib.models` - a small causal Transformer with pluggable parts, and its trainer.
+* :mod:`attnlib.sinks` - attention sinks and massive activations: metrics, calibration, sink-free layers.
 * :mod:`attnlib.data` - seeded synthetic tasks.
 * :mod:`attnlib.kernels` - Triton kernels (imported on first use; needs Triton).
 * :mod:`attnlib.checks` - the helpers that the labs' check cells use.
@@ -28,10 +29,10 @@ boolean with True = attend, a fully masked row gives zeros, bad input raises a
 """
 
 from . import (bench, checks, core, data, heads, kernels, lengthgen, masks, memory, models, normalizers, pointer,
-               position, prob, rank, resources, scores, seq2seq, utils, validation)
+               position, prob, rank, resources, scores, seq2seq, sinks, utils, validation)
 
 __version__ = "0.1.0"
 
 __all__ = ["bench", "checks", "core", "data", "heads", "kernels", "lengthgen", "masks", "memory", "models",
-           "normalizers", "pointer", "position", "prob", "rank", "resources", "scores", "seq2seq", "utils",
+           "normalizers", "pointer", "position", "prob", "rank", "resources", "scores", "seq2seq", "sinks", "utils",
            "validation", "__version__"]

@@ -7,9 +7,11 @@ seed. The token constants of each family live in its module.
 * :mod:`attnlib.data.sequences` - reversal and sorting (seq2seq, pointer networks).
 * :mod:`attnlib.data.recall` - selective copy, counting, Flip-Flop, associative recall.
 * :mod:`attnlib.data.languages` - mildly context-sensitive languages (a^n b^n c^n, ...).
+* :mod:`attnlib.data.markov` - a Markov-chain language-model corpus with in-context triggers.
 """
 
 from .languages import LanguageBatch, mcsl, mcsl_vocab_size
+from .markov import lm_batch, markov_chain, markov_corpus
 from .recall import TaskBatch, associative_recall, counting, flip_flop, selective_copy
 from .sequences import SequenceBatch, reversal_task, sorting_task
 
@@ -17,4 +19,5 @@ __all__ = [
     "SequenceBatch", "reversal_task", "sorting_task",
     "TaskBatch", "selective_copy", "counting", "flip_flop", "associative_recall",
     "LanguageBatch", "mcsl", "mcsl_vocab_size",
+    "markov_chain", "markov_corpus", "lm_batch",
 ]
