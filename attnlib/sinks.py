@@ -26,8 +26,11 @@ the abstract does not state it, so treat the default threshold as the course's c
 Language Models without Training through Attention Calibration*: sinks also occur at later
 tokens, not all of them help, and its ACT recalibrates attention on the fly. We implement a
 simplified version (ours, not the paper's exact procedure): in each head and sequence, every
-key other than the first whose sink score exceeds ``threshold`` is a sink; its weight is
-multiplied by ``factor`` in every row and each row is renormalised to its original total,
+key other than the first that receives more than ``threshold`` of the weight averaged over
+*all* queries, :math:`\bar\alpha_k = \frac{1}{L_q}\sum_i A_{ik}` (``sink_scores(..., causal=False)``:
+a late key that only a few queries see is not a sink because one of them looks at it), is a
+sink; its weight is multiplied by ``factor`` in every row and each row is renormalised to its
+original total,
 
 .. math::
     A'_{ik} = A_{ik}\, \frac{\sum_j A_{ij}}{\sum_j \gamma_j A_{ij}} \gamma_k,\qquad
@@ -59,7 +62,10 @@ token's attention, head by head).
 activations are far larger than the rest (e.g. 100,000 times), nearly constant across
 inputs, and act as bias terms. :func:`massive_activation_report` gives, per layer, the
 largest :math:`|h|` relative to the median :math:`|h|`, and where it sits (dimension,
-position). :func:`record_forward` collects hidden states, queries, keys, values and weights
+position). :func:`feature_concentration` measures how much of a projection's magnitude sits in a
+few dimensions, the concentration that seed *Massive Values in Self-Attention Modules are the
+Key to Contextual Knowledge Understanding* reports in queries and keys (not values) and traces
+to RoPE. :func:`record_forward` collects hidden states, queries, keys, values and weights
 of a :class:`~attnlib.models.TinyTransformer` with forward hooks (no change to the model).
 """
 
@@ -90,6 +96,7 @@ __all__ = [
     "record_forward",
     "MassiveActivations",
     "massive_activation_report",
+    "feature_concentration",
     "DEFAULT_THRESHOLD",
 ]
 
@@ -198,10 +205,12 @@ def scale_token_attention(weights: torch.Tensor, tokens: torch.Tensor, factor: U
     return torch.where(keep, scaled * (old / torch.where(keep, new, torch.ones_like(new))), weights)
 
 
-def find_sinks(weights: torch.Tensor, threshold: float = DEFAULT_THRESHOLD, *, causal: bool = True,
+def find_sinks(weights: torch.Tensor, threshold: float = DEFAULT_THRESHOLD, *, causal: bool = False,
                include_first: bool = False) -> torch.Tensor:
     """Keys whose sink score (:func:`sink_scores`) exceeds ``threshold``: boolean ``(..., 1, Lk)``.
 
+    By default the score averages over every query (``causal=False``), so that in causal attention a
+    late key seen by a few queries does not count as a sink because one of them attends to it.
     The first key is left out unless ``include_first`` (calibration keeps the initial sink).
     """
     threshold = _check_fraction(threshold, "threshold")
@@ -212,7 +221,7 @@ def find_sinks(weights: torch.Tensor, threshold: float = DEFAULT_THRESHOLD, *, c
 
 
 def calibrate_attention(weights: torch.Tensor, threshold: float = DEFAULT_THRESHOLD, factor: float = 0.5, *,
-                        causal: bool = True) -> torch.Tensor:
+                        causal: bool = False) -> torch.Tensor:
     """Simplified attention calibration: scale the non-initial sinks of each head by ``factor``, renormalise.
 
     ``weights`` ``(..., Lq, Lk)``; sinks are found per leading index (sequence, head) from the weights
@@ -324,13 +333,12 @@ class CalibratedAttention(nn.Module):
 
     ``base`` must return ``out = weights @ v`` (true of :func:`attnlib.models.softmax_attention` and
     :func:`sigmoid_attention`); the output is recomputed from the calibrated weights. ``factor=1`` is the
-    base map; ``causal`` says how sink scores average over queries (:func:`sink_scores`; the maps of
-    :mod:`attnlib.models` are causal). No parameters: wrap a trained model's maps for inference-time
-    calibration.
+    base map; ``causal`` says how sink scores average over queries (:func:`find_sinks`). No parameters:
+    wrap a trained model's maps for inference-time calibration.
     """
 
     def __init__(self, base: Optional[Callable] = None, *, threshold: float = DEFAULT_THRESHOLD,
-                 factor: float = 0.5, causal: bool = True):
+                 factor: float = 0.5, causal: bool = False):
         super().__init__()
         self.causal = bool(causal)
         if base is not None and not callable(base):
@@ -452,3 +460,17 @@ def massive_activation_report(hidden: Union[torch.Tensor, Sequence[torch.Tensor]
         out["position"].append(pos)
         out["dim_profile"].append(a.amax(dim=(0, 1)) / med)
     return MassiveActivations(**{f: torch.stack(v) for f, v in out.items()})
+
+
+def feature_concentration(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How concentrated the magnitude of ``x`` ``(..., L, d)`` is across its ``d`` dimensions.
+
+    The profile is the mean ``|x|`` of each dimension over every leading index and position, ``(d,)``;
+    the concentration is its largest entry over its median (1 when every dimension is alike).
+    Returns ``(concentration (scalar tensor), profile (d,))``.
+    """
+    check_tensor(x, "x", min_dim=2)
+    if x.numel() == 0:
+        raise ValueError(f"x is empty: shape {tuple(x.shape)}")
+    profile = x.detach().abs().double().reshape(-1, x.shape[-1]).mean(0)  # (d,)
+    return profile.max() / profile.median().clamp(min=torch.finfo(torch.float64).tiny), profile

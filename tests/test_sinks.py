@@ -367,3 +367,15 @@ def test_markov_corpus_is_seeded_and_follows_its_triggers():
         markov_chain(2)
     with pytest.raises(ValueError, match="at least 2 positions"):
         lm_batch(a[:, :1])
+
+
+def test_feature_concentration():
+    x = torch.ones(2, 3, 5, 4)
+    c, profile = sinks.feature_concentration(x)
+    assert c == 1.0 and torch.equal(profile, torch.ones(4, dtype=torch.float64))
+    x[..., 2] = -10.0  # one dimension ten times larger (sign does not matter)
+    c, profile = sinks.feature_concentration(x)
+    torch.testing.assert_close(c, torch.tensor(10.0, dtype=torch.float64))
+    assert profile.argmax() == 2
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        sinks.feature_concentration(torch.ones(3))
