@@ -62,7 +62,7 @@ def test_sink_ratio_of_a_hand_built_pattern():
     assert sinks.sink_ratio(other, sink=0, threshold=0.9) == 0.0
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(shapes, st.floats(0.0, 0.99))
 def test_sink_ratio_agrees_with_its_definition(shape, threshold):
     b, h, lq, lk, seed = shape
@@ -95,7 +95,7 @@ def test_sink_ratio_bad_input():
 
 
 # ----------------------------------------------------------------------------- calibration
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(shapes, st.floats(0.0, 3.0))
 def test_scale_token_attention_keeps_rows_on_the_simplex(shape, factor):
     b, h, lq, lk, seed = shape
@@ -136,26 +136,25 @@ def test_scale_token_attention_closed_form_and_edge_cases():
 def test_calibration_scales_only_non_initial_sinks():
     length = 8
     w = torch.zeros(1, 2, length, length, dtype=torch.float64)
-    w[0, 0, :, 0] = 0.5  # head 0: an initial sink and a later sink at key 3
+    w[0, 0, :, 0] = 0.5  # head 0: an initial sink, and a later sink at key 3 (0.4 of the rows that see it)
     w[0, 0, 3:, 3] = 0.4
-    w[0, 0, torch.arange(length), torch.arange(length)] += 0.1
-    w[0, 0, :3, 0] = 1 - 0.1 * (torch.arange(3) > 0)
-    w[0, 0, 0, 0] = 1.0
-    w[0, 0, 1:3, 1:3] = torch.tensor([[0.1, 0.0], [0.0, 0.1]], dtype=torch.float64)
-    w[0, 0, 1, 0], w[0, 0, 2, 0] = 0.9, 0.9
+    w[0, 0, torch.arange(length), torch.arange(length)] += torch.tensor([0.5] * 3 + [0.1] * 5, dtype=torch.float64)
     w[0, 1] = torch.tril(torch.ones(length, length)) / torch.arange(1, length + 1)[:, None]  # head 1: uniform
     torch.testing.assert_close(w.sum(-1), torch.ones(1, 2, length, dtype=torch.float64))
-    found = sinks.find_sinks(w, 0.3)
+    # mean over all 8 queries: key 3 of head 0 gets 2.1 / 8 = 0.26; key 1 of the uniform head (H_8 - 1) / 8 = 0.21
+    found = sinks.find_sinks(w, 0.23)
     assert found[0, 0, 0].nonzero().flatten().tolist() == [3] and not found[0, 1].any()
-    assert sinks.find_sinks(w, 0.3, include_first=True)[0, 0, 0].nonzero().flatten().tolist() == [0, 3]
-    out = sinks.calibrate_attention(w, 0.3, 0.5)
+    assert sinks.find_sinks(w, 0.23, include_first=True)[0, 0, 0].nonzero().flatten().tolist() == [0, 3]
+    # averaged over the visible queries only, the last key of the uniform head (seen by one query) looks like one
+    assert sinks.find_sinks(w, 0.1, causal=True)[0, 1, 0, -1] and not sinks.find_sinks(w, 0.1)[0, 1, 0, -1]
+    out = sinks.calibrate_attention(w, 0.23, 0.5)
     torch.testing.assert_close(out[0, 1], w[0, 1])  # no sink: unchanged
     torch.testing.assert_close(out.sum(-1), w.sum(-1))
     assert (out[0, 0, 3:, 3] < w[0, 0, 3:, 3]).all() and (out[0, 0, 3:, 0] > w[0, 0, 3:, 0]).all()
     expected = w[0, 0, 5].clone()
     expected[3] *= 0.5
     torch.testing.assert_close(out[0, 0, 5], expected / expected.sum())
-    torch.testing.assert_close(sinks.calibrate_attention(w, 0.3, 1.0), w)
+    torch.testing.assert_close(sinks.calibrate_attention(w, 0.23, 1.0), w)
 
 
 def test_calibrated_attention_map_recomputes_the_output():
@@ -173,7 +172,7 @@ def test_calibrated_attention_map_recomputes_the_output():
 
 
 # ----------------------------------------------------------------------------- sink attention
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(shapes, st.floats(-4.0, 4.0), st.booleans())
 def test_sink_attention_equals_softmax_over_an_extra_zero_value_key(shape, sink_bias, use_mask):
     b, h, lq, lk, seed = shape
@@ -247,7 +246,7 @@ def test_sink_attention_module_parameters_and_heads():
 
 
 # ----------------------------------------------------------------------------- sigmoid attention
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(shapes)
 def test_sigmoid_attention_is_elementwise(shape):
     b, h, lq, lk, seed = shape
