@@ -17,6 +17,7 @@ One idea per module:
 * :mod:`attnlib.flex` - a dense reference of FlexAttention's score_mod/mask_mod model and its block summaries.
 * :mod:`attnlib.models` - a small causal Transformer with pluggable parts, and its trainer.
 * :mod:`attnlib.interp` - explanations: attention rollout and flow, gradients, rank agreement, deception.
+* :mod:`attnlib.sinks` - attention sinks and massive activations: metrics, calibration, sink-free layers.
 * :mod:`attnlib.data` - seeded synthetic tasks.
 * :mod:`attnlib.kernels` - Triton kernels (imported on first use; needs Triton).
 * :mod:`attnlib.checks` - the helpers that the labs' check cells use.
@@ -31,10 +32,11 @@ boolean with True = attend, a fully masked row gives zeros, bad input raises a
 """
 
 from . import (bench, checks, core, data, flex, heads, interp, kernels, lengthgen, masks, memory, models,
-               normalizers, pointer, position, prob, rank, resources, scores, seq2seq, sparse, utils, validation)
+               normalizers, pointer, position, prob, rank, resources, scores, seq2seq, sinks, sparse, utils,
+               validation)
 
 __version__ = "0.1.0"
 
 __all__ = ["bench", "checks", "core", "data", "flex", "heads", "interp", "kernels", "lengthgen", "masks", "memory",
-           "models", "normalizers", "pointer", "position", "prob", "rank", "resources", "scores", "seq2seq", "sparse",
-           "utils", "validation", "__version__"]
+           "models", "normalizers", "pointer", "position", "prob", "rank", "resources", "scores", "seq2seq", "sinks",
+           "sparse", "utils", "validation", "__version__"]

@@ -1,6 +1,6 @@
 """Each lab's check cells must fail on wrong answers (a check that cannot fail is a defect).
 
-Covered: labs 01-07, 09 and the kernel labs 15-18; every exercise of a covered lab has at least one mutation.
+Covered: labs 01-07, 09, 12, 13 and the kernel labs 15-18; every exercise of a covered lab has at least one mutation.
 Each mutation breaks one exercise of a lab's solution the way a student might (the comments say how);
 running that exercise's check cells must then raise an AssertionError naming the exercise, before any
 kernel writes outside a buffer. Every unbroken solution passes all of its checks. The kernel labs
@@ -213,6 +213,36 @@ MUTATIONS = {  # lab -> (exercise, text in the solution, the broken text)
         ("18.4", 'shift = tl.where(m_new == float("-inf"), 0.0, m_new)',
          "shift = m_new"),  # no guard: a row with no visible key yet gives -inf - (-inf) = NaN
         ("18.4", "keep = ok[None, :]", "keep = offs_m[:, None] < L"),  # keys past L not masked
+    ],    "lab12_sinks_and_massive_activations": [
+        ("12.1", "sees = torch.arange(lk)[None, :] <= torch.arange(lq)[:, None] + (lk - lq)",
+         "sees = torch.arange(lk)[None, :] <= torch.arange(lq)[:, None]"),  # causal top-left, not bottom-right
+        ("12.1", "return (weights * sees).sum(dim=-2) / count", "return weights.mean(dim=-2)"),  # unseen rows count
+        ("12.1", "return float((alpha > threshold).float().mean())",
+         "return float((alpha >= threshold).float().mean())"),  # >= instead of strictly above
+        ("12.1", "sink_scores(w)[..., sink].flatten() for w in layers",
+         "sink_scores(w)[..., sink].mean(0).flatten() for w in layers"),  # sequences averaged before thresholding
+        ("12.2", "sink = (q * sink_key).sum(-1, keepdim=True) * scale",
+         "sink = (q * sink_key).sum(-1, keepdim=True)"),  # sink logit not scaled like the others
+        ("12.2", 'scores = scores.masked_fill(~mask, float("-inf"))',
+         "scores = scores.masked_fill(~mask, 0.0)"),  # masked keys get logit 0 instead of -inf
+        ("12.2", "[..., :-1]\n    return weights @ v, weights",
+         "[..., :-1]\n    weights = weights / weights.sum(-1, keepdim=True)\n    return weights @ v, weights"),
+        # renormalised after dropping the sink: a plain softmax again (NaN on fully masked rows)
+        ("12.2", "torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]",
+         "torch.cat([sink, scores], dim=-1), dim=-1)[..., :-1]"),  # sink put first, the last key dropped
+        ("12.3", "torch.sigmoid(scores - math.log(k.shape[-2]))", "torch.sigmoid(scores)"),  # forgot the offset
+        ("12.3", "    return weights @ v, weights\n    # END",
+         "    weights = weights / weights.sum(-1, keepdim=True).clamp(min=1e-9)\n    return weights @ v, weights\n"
+         "    # END"),  # rows normalised: no longer elementwise
+        ("12.3", "        scores = scores + bias\n", "        pass\n"),  # score bias ignored
+        ("12.3", "        weights = weights * mask\n", "        pass\n"),  # masked keys attended
+        ("12.4", "    is_sink[..., 0] = False\n", ""),  # the initial token is calibrated too
+        ("12.4", "return torch.where(new > 0, scaled * old / torch.where(new > 0, new, torch.ones_like(new)), weights)",
+         "return scaled"),  # not renormalised: rows leave the simplex
+        ("12.4", "return torch.where(new > 0, scaled * old / torch.where(new > 0, new, torch.ones_like(new)), weights)",
+         "return scaled * old / new"),  # 0 / 0 on an empty row
+        ("12.4", "is_sink = weights.mean(dim=-2) > threshold",
+         "is_sink = attnlib.sinks.sink_scores(weights) > threshold"),  # late keys seen by few queries count as sinks
     ],
     "lab09_sparse_and_long_context": [
         ("9.1", "return (i - j >= 0) & (i - j < window)", "return (i - j >= 0) & (i - j <= window)"),  # one key too many

@@ -8,9 +8,11 @@ seed. The token constants of each family live in its module.
 * :mod:`attnlib.data.recall` - selective copy, counting, Flip-Flop, associative recall.
 * :mod:`attnlib.data.languages` - mildly context-sensitive languages (a^n b^n c^n, ...).
 * :mod:`attnlib.data.passkey` - passkey retrieval: one marked token at a chosen depth in long filler.
+* :mod:`attnlib.data.markov` - a Markov-chain language-model corpus with in-context triggers.
 """
 
 from .languages import LanguageBatch, mcsl, mcsl_vocab_size
+from .markov import lm_batch, markov_chain, markov_corpus
 from .passkey import PasskeyBatch, passkey_task, passkey_vocab
 from .recall import TaskBatch, associative_recall, counting, flip_flop, selective_copy
 from .sequences import SequenceBatch, reversal_task, sorting_task
@@ -20,4 +22,5 @@ __all__ = [
     "TaskBatch", "selective_copy", "counting", "flip_flop", "associative_recall",
     "LanguageBatch", "mcsl", "mcsl_vocab_size",
     "PasskeyBatch", "passkey_task", "passkey_vocab",
+    "markov_chain", "markov_corpus", "lm_batch",
 ]
