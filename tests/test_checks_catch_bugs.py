@@ -213,7 +213,8 @@ MUTATIONS = {  # lab -> (exercise, text in the solution, the broken text)
         ("18.4", 'shift = tl.where(m_new == float("-inf"), 0.0, m_new)',
          "shift = m_new"),  # no guard: a row with no visible key yet gives -inf - (-inf) = NaN
         ("18.4", "keep = ok[None, :]", "keep = offs_m[:, None] < L"),  # keys past L not masked
-    ],    "lab12_sinks_and_massive_activations": [
+    ],
+    "lab12_sinks_and_massive_activations": [
         ("12.1", "sees = torch.arange(lk)[None, :] <= torch.arange(lq)[:, None] + (lk - lq)",
          "sees = torch.arange(lk)[None, :] <= torch.arange(lq)[:, None]"),  # causal top-left, not bottom-right
         ("12.1", "return (weights * sees).sum(dim=-2) / count", "return weights.mean(dim=-2)"),  # unseen rows count
