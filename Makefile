@@ -2,23 +2,25 @@
 #   make book   - create .venv, install everything, execute every notebook, build the site
 #   make test   - create .venv if needed, run the whole test suite
 #
-# How torch gets installed (the first step of the install, before `pip install -e ".[EXTRAS]"`):
-#   TORCH_SPEC      the requirement handed to pip for torch (default `torch>=2.5`: pip picks the newest
-#                   torch its indexes offer; from PyPI on Linux x86-64 that is a CUDA build of several GB).
-#   TORCH_INDEX_URL an extra package index for that one pip command, passed as `--extra-index-url`;
-#                   empty by default (no extra index). PyTorch publishes CPU-only wheels (a few hundred MB,
-#                   and no pinned Triton) at https://download.pytorch.org/whl/cpu, so on a machine without
-#                   a GPU:  make test TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-#                   (add TORCH_SPEC=torch==2.13.0 to get the version CI tests). pip takes the highest
-#                   version that matches TORCH_SPEC from PyPI and that index together; a CPU wheel's
-#                   `+cpu` local version sorts above the same release on PyPI, so it wins.
-# CI (.ci/run) passes only TORCH_SPEC=torch==2.13.0: its machine's pip configuration already offers a
-# CPU wheel of that version, so it sets no extra index. Both variables also apply to
-# `make test-triton-compat` (below).
+# How torch gets installed (the first pip command of the install; `pip install -e ".[EXTRAS]"` follows):
+#   TORCH_SPEC      the requirement handed to pip for torch. Default `torch>=2.11` (pyproject's floor): pip
+#                   takes the newest torch its indexes offer, which from PyPI on Linux x86-64 is a CUDA build
+#                   (several GB with its CUDA libraries).
+#   TORCH_INDEX_URL an extra package index for that one pip command, passed as `--extra-index-url`; empty by
+#                   default (no extra index). PyTorch publishes CPU-only wheels (a few hundred MB, no Triton
+#                   pinned) at https://download.pytorch.org/whl/cpu, so on a machine without a GPU:
+#                     make test TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+#                   and add TORCH_SPEC=torch==2.13.0 for the version CI tests. pip takes the highest version
+#                   matching TORCH_SPEC on PyPI and that index together; a CPU wheel's local version
+#                   (`2.13.0+cpu`) sorts above the same release on PyPI, so the CPU build wins.
+# The install runs once per venv (the stamp $(VENV)/.installed, renewed when pyproject.toml changes): to
+# switch torch builds, `rm -rf $(VENV)` first. CI (.ci/run) passes only TORCH_SPEC=torch==2.13.0: the pip
+# configuration of its machine already offers a CPU wheel of that version, so it sets no extra index.
+# Both variables apply to `make test-triton-compat` too (below).
 
 PYTHON     ?= python3
 VENV       ?= .venv
-TORCH_SPEC ?= torch>=2.5
+TORCH_SPEC ?= torch>=2.11
 TORCH_INDEX_URL ?=
 EXTRAS     ?= triton,course,dev
 PYTEST_ARGS ?=
@@ -58,8 +60,8 @@ test-fast: $(STAMP)
 # image carry (3.6, in its CPU interpreter here) with the newest NumPy: the kernels must run there as well
 # as on the newest Triton. Own venv (COMPAT_VENV), Triton from COMPAT_TRITON, torch from TORCH_SPEC and
 # TORCH_INDEX_URL as above, all in one pip command. It needs a torch that does not pin another Triton: a
-# CUDA build from PyPI pins the Triton it was built with, so that command may not resolve; a CPU
-# build pins none. Without a GPU:
+# CUDA build from PyPI requires the exact Triton it was built with, so asking for Triton 3.6 beside a newer
+# torch does not resolve; a CPU build requires no Triton. Without a GPU:
 #   make test-triton-compat TORCH_SPEC=torch==2.13.0 TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # (CI passes only the TORCH_SPEC: its pip already offers that CPU wheel).
 COMPAT_VENV   ?= .venv-triton-compat

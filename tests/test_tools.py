@@ -223,6 +223,7 @@ def test_set_release_rewrites_config_sources_twins_and_labs(tmp_path):
                           text=True)
     assert done.returncode == 0, done.stderr
     assert f"  url: {url}\n" in (copy / "_config.yml").read_text()
+    assert f'Issues = "{url}/issues"' in (copy / "pyproject.toml").read_text()
     sources = sorted(copy.glob("chapters/*.md")) + sorted(copy.glob("solutions/*.md"))
     generated = sorted(copy.glob("*/*.ipynb")) + sorted(copy.glob("labs/*.md"))
     installs = [p for p in sources + generated if "attnlib @ git+" in p.read_text()]

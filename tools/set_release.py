@@ -5,7 +5,7 @@
     python tools/set_release.py --check  # change nothing; exit 1 and list every file that disagrees
 
 The one place is two lines: ``repository.url`` (and ``repository.branch``) in ``_config.yml``, which the
-site's launch and repository buttons use, and ``__version__`` in ``attnlib/__init__.py``, which
+site's launch and repository buttons use (and ``pyproject.toml``'s ``[project.urls]`` follow), and ``__version__`` in ``attnlib/__init__.py``, which
 ``pyproject.toml`` reads as the package version. From them, in every notebook source (``chapters/``,
 ``solutions/``):
 
@@ -45,6 +45,7 @@ INSTALL = re.compile(r'^(?P<head>[ \t]*%pip install[^\n"]*"attnlib @ git\+)(?P<u
                      re.MULTILINE)
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGE = re.compile(r"^\[!\[Open In Colab\]\([^)\s]*\)\]\([^)\s]*\)[ \t]*$", re.MULTILINE)
+PROJECT_URLS = re.compile(r"^(\[project\.urls\]\n)((?:[^\[\n].*\n|\n)*)", re.MULTILINE)
 GITHUB = re.compile(r"https://github\.com/(?P<owner>[^/\s]+)/(?P<repo>[^/\s]+?)(?:\.git)?/?")
 
 
@@ -110,6 +111,15 @@ def fixed_text(text: str, rel: dict, lab_stem: str | None, where: str = "noteboo
     return text[:title.end()] + "\n\n" + line + text[title.end():]
 
 
+def fixed_pyproject(text: str, url: str) -> str:
+    """``pyproject.toml`` with its ``[project.urls]`` (Homepage, Repository, Issues) on ``url``."""
+    table = (f'Homepage = "{url}"\nRepository = "{url}"\nIssues = "{url}/issues"\n\n')
+    new, n = PROJECT_URLS.subn(lambda m: m.group(1) + table, text, count=1)
+    if n != 1:
+        raise SystemExit("pyproject.toml: no [project.urls] table")
+    return new
+
+
 def targets(root: Path = ROOT) -> list[tuple[Path, str | None]]:
     """(notebook source, lab stem or None) for every chapter and solution."""
     return [(p, p.stem if p.parent.name == "solutions" else None)
@@ -124,6 +134,9 @@ def disagreements(root: Path = ROOT) -> list[str]:
         text = path.read_text(encoding="utf-8")
         if fixed_text(text, rel, stem, where) != text:
             found.append(f"{where}: install line or Colab badge differs from {install_spec(rel)!r}")
+    pyproject = (root / "pyproject.toml").read_text(encoding="utf-8")
+    if fixed_pyproject(pyproject, rel["url"]) != pyproject:
+        found.append(f"pyproject.toml: [project.urls] do not name {rel['url']}")
     return found
 
 
@@ -152,6 +165,11 @@ def main(argv=None) -> int:
             raise SystemExit("_config.yml: no repository.url found")
         config.write_text(text, encoding="utf-8")
     rel = release()
+    pyproject = ROOT / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    if fixed_pyproject(text, rel["url"]) != text:
+        pyproject.write_text(fixed_pyproject(text, rel["url"]), encoding="utf-8")
+        print("wrote pyproject.toml")
     for path, stem in targets():
         text = path.read_text(encoding="utf-8")
         new = fixed_text(text, rel, stem, str(path.relative_to(ROOT)))
