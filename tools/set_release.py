@@ -2,7 +2,7 @@
 
     python tools/set_release.py          # write _config.yml's repository and attnlib's version into every notebook
     python tools/set_release.py URL      # first set repository.url in _config.yml (https://github.com/OWNER/REPO)
-    python tools/set_release.py --check  # change nothing; exit 1 and list every file that disagrees
+    python tools/set_release.py --check  # change nothing; exit 1 and list every source that disagrees
 
 The one place is two lines: ``repository.url`` (and ``repository.branch``) in ``_config.yml``, which the
 site's launch and repository buttons use (and ``pyproject.toml``'s ``[project.urls]`` follow), and ``__version__`` in ``attnlib/__init__.py``, which
@@ -148,10 +148,7 @@ def main(argv=None) -> int:
     if args.check:
         if args.url:
             parser.error("--check takes no URL")
-        import make_labs
-        import sync
-
-        found = disagreements() + make_labs.stale() + sync.problems()
+        found = disagreements()  # the generated files: `tools/make_labs.py --check`, `tools/sync.py --check`
         for line in found:
             print(line)
         return 1 if found else 0
