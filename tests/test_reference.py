@@ -58,6 +58,11 @@ def test_a_module_without_all_documents_its_public_functions_and_classes():
     finally:
         del sys.modules[module.__name__]
     assert own == ["f", "C"] and reexported == []
+    # A name that lives in a private module is documented where it is public, not linked to the private one.
+    hidden = types.ModuleType("attnlib.public_probe")
+    exec("def helper():\n    pass\nhelper.__module__ = 'attnlib.kernels._private_probe'\n__all__ = ['helper']\n",
+         hidden.__dict__)
+    assert attnlib_reference.split_members(hidden) == (["helper"], [])
 
 
 def test_references_to_reexports_and_private_modules_resolve_and_others_do_not():

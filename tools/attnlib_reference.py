@@ -5,14 +5,14 @@ The page ``reference/attnlib.md`` holds one directive::
     ```{attnlib-reference}
     ```
 
-which expands into one section per public module of attnlib (every module and
-package whose dotted name has no part starting with ``_``), each a heading
-and an ``automodule`` (in an ``eval-rst`` block: the docstrings are reStructuredText) of the names the module itself defines: its ``__all__`` (or, if
-it has none, its public functions and classes) less the names it only
-re-exports, which are linked to the module that defines them. A module added to
-attnlib therefore appears in the reference without editing the page, and
-``tools/build_book.py`` (``-W -n``) fails on a docstring that Sphinx cannot read.
-Jupyter Book loads it through ``sphinx.local_extensions`` in ``_config.yml``.
+which expands into one section per public module of attnlib (every module and package whose dotted
+name has no part starting with ``_``): a heading, then an ``automodule`` (in an ``eval-rst`` block, since
+the docstrings are reStructuredText) of the names the module itself defines, that is its ``__all__``
+(or, if it has none, its public functions and classes) less the names it only re-exports, which are
+linked to the module that defines them. A module added to attnlib therefore appears in the reference
+without editing the page, and ``tools/build_book.py`` (``-W -n``) fails on a docstring that Sphinx
+cannot read. Jupyter Book loads the extension through ``sphinx.local_extensions`` in ``_config.yml``;
+it also resolves references to re-exported names and to private modules (``resolve_elsewhere``).
 """
 
 from __future__ import annotations
@@ -29,13 +29,17 @@ def public_modules(package: str = PACKAGE) -> list[str]:
     root = importlib.import_module(package)
     names = [package]
     for info in pkgutil.walk_packages(root.__path__, prefix=package + ".", onerror=_raise):
-        if not any(part.startswith("_") for part in info.name.split(".")):
+        if not _private(info.name):
             names.append(info.name)
     return sorted(names)
 
 
 def _raise(name: str):
     raise ImportError(f"attnlib reference: cannot import {name}")
+
+
+def _private(dotted: str) -> bool:
+    return any(part.startswith("_") for part in dotted.split("."))
 
 
 def split_members(module) -> tuple[list[str], list[tuple[str, str]]]:
@@ -52,8 +56,9 @@ def split_members(module) -> tuple[list[str], list[tuple[str, str]]]:
         home = getattr(obj, "__module__", None) if (inspect.isfunction(obj) or inspect.isclass(obj)) else None
         if inspect.ismodule(obj):
             continue  # a submodule: it has its own section
-        if home is not None and home != module.__name__ and home.startswith(PACKAGE):
-            reexported.append((name, home))
+        public_home = home is not None and home.startswith(PACKAGE + ".") and not _private(home)
+        if public_home and home != module.__name__:
+            reexported.append((name, home))  # documented in its own module's section
         else:
             own.append(name)
     return own, reexported
@@ -115,7 +120,7 @@ def resolve_elsewhere(app, env, node, contnode):
     obj, module = _lookup(target)
     if obj is None:
         return None
-    if any(part.startswith("_") for part in module.split(".")):
+    if _private(module):
         return contnode
     if inspect.isfunction(obj) or inspect.isclass(obj):
         home = f"{obj.__module__}.{obj.__qualname__}"
