@@ -183,6 +183,8 @@ def test_set_release_pins_an_old_setup_cell_and_adds_the_badge_once():
     bumped = set_release.fixed_text(new, {**RELEASE, "tag": "v1.3.0", "branch": "spring"}, "lab99_new")
     assert bumped.count("colab-badge.svg") == 1 and "/blob/spring/labs/lab99_new.ipynb)" in bumped
     assert '@v1.3.0"' in bumped and "@v1.2.3" not in bumped
+    tight = set_release.fixed_text(OLD_SETUP_LAB.replace("cell\n\n*Runs", "cell\n*Runs"), RELEASE, "lab99_new")
+    assert tight == new, "a title with text right under it still gets the badge as a paragraph of its own"
     chapter = set_release.fixed_text(OLD_SETUP_LAB, RELEASE, None)  # chapters get the pin, not the badge
     assert "colab-badge" not in chapter and "@v1.2.3\"" in chapter
     with pytest.raises(SystemExit, match="no `%pip install"):

@@ -108,7 +108,7 @@ def fixed_text(text: str, rel: dict, lab_stem: str | None, where: str = "noteboo
     title = re.compile(r"^# .*$", re.MULTILINE).search(text, start)
     if title is None:
         raise SystemExit(f"{where}: no '# Title' line to put the Colab badge under")
-    return text[:title.end()] + "\n\n" + line + text[title.end():]
+    return text[:title.end()] + "\n\n" + line + "\n\n" + text[title.end():].lstrip("\n")  # its own paragraph
 
 
 def fixed_pyproject(text: str, url: str) -> str:
