@@ -185,6 +185,8 @@ def test_set_release_pins_an_old_setup_cell_and_adds_the_badge_once():
     assert '@v1.3.0"' in bumped and "@v1.2.3" not in bumped
     tight = set_release.fixed_text(OLD_SETUP_LAB.replace("cell\n\n*Runs", "cell\n*Runs"), RELEASE, "lab99_new")
     assert tight == new, "a title with text right under it still gets the badge as a paragraph of its own"
+    moved = new.replace(badge + "\n\n", "").replace("```{code-cell}", badge + "\n\n```{code-cell}")
+    assert set_release.fixed_text(moved, RELEASE, "lab99_new") == new, "a badge elsewhere moves under the title"
     chapter = set_release.fixed_text(OLD_SETUP_LAB, RELEASE, None)  # chapters get the pin, not the badge
     assert "colab-badge" not in chapter and "@v1.2.3\"" in chapter
     with pytest.raises(SystemExit, match="no `%pip install"):

@@ -44,7 +44,7 @@ CONFIG_URL = re.compile(r"^(repository:\n(?:  .*\n)*?  url: )(\S+)$", re.MULTILI
 INSTALL = re.compile(r'^(?P<head>[ \t]*%pip install[^\n"]*"attnlib @ git\+)(?P<url>[^"@\s]+)(?:@(?P<ref>[^"\s]+))?"',
                      re.MULTILINE)
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
-BADGE = re.compile(r"^\[!\[Open In Colab\]\([^)\s]*\)\]\([^)\s]*\)[ \t]*$", re.MULTILINE)
+BADGE = re.compile(r"\n*^\[!\[Open In Colab\]\([^)\s]*\)\]\([^)\s]*\)[ \t]*$\n*", re.MULTILINE)  # with its blank lines
 PROJECT_URLS = re.compile(r"^(\[project\.urls\]\n)((?:[^\[\n].*\n|\n)*)", re.MULTILINE)
 GITHUB = re.compile(r"https://github\.com/(?P<owner>[^/\s]+)/(?P<repo>[^/\s]+?)(?:\.git)?/?")
 
@@ -102,8 +102,7 @@ def fixed_text(text: str, rel: dict, lab_stem: str | None, where: str = "noteboo
     if lab_stem is None:
         return text
     line = badge(rel, lab_stem)
-    if BADGE.search(text):
-        return BADGE.sub(lambda m: line, text, count=1)
+    text = BADGE.sub("\n\n", text)  # an old badge, wherever it is, goes; the current one goes under the title
     start = _body_start(text)
     title = re.compile(r"^# .*$", re.MULTILINE).search(text, start)
     if title is None:
