@@ -5,20 +5,20 @@ keys shuffles nothing in a query's output. Each scheme below breaks that symmetr
 in a different place.
 
 =====================  =========================================================  ==========================
-scheme                 where position enters                                     source
+scheme                 where position enters                                      source
 =====================  =========================================================  ==========================
-sinusoidal             added to the input: ``PE[p, 2i] = sin(p / b^{2i/d})``,      Vaswani et al. 2017
-                       ``PE[p, 2i+1] = cos(p / b^{2i/d})``                          (background, not a seed)
-learned absolute       added to the input: a trained table ``E[p]``                background, not a seed
-Shaw relative          in the scores and values: ``e_ij = q_i.(k_j + a^K_{ij})``,  seed *Self-Attention with
-                       ``z_i = sum_j a_ij (v_j + a^V_{ij})``, with                   Relative Position
-                       ``a_{ij} = w_{clip(j - i, K)}``                               Representations*
-rotary (RoPE)          rotates q and k: ``<R_m q, R_n k> = <q, R_{n-m} k>``        Su et al. (background,
-                                                                                   not a seed)
-ALiBi                  a fixed bias on the scores: ``-slope_h * (i - j)``          Press et al. (background,
-                                                                                   not a seed)
-CoPE                   positions counted by gates the model computes:              seed *Contextual Position
-                       ``p_ij = sum_{t=j}^{i} g_it``                                Encoding*
+sinusoidal             added to the input: ``PE[p, 2i] = sin(p / b^{2i/d})``,     Vaswani et al. 2017
+                       ``PE[p, 2i+1] = cos(p / b^{2i/d})``                        (background, not a seed)
+learned absolute       added to the input: a trained table ``E[p]``               background, not a seed
+Shaw relative          in scores and values: ``e_ij = q_i.(k_j + a^K_{ij})``,     seed *Self-Attention with
+                       ``z_i = sum_j a_ij (v_j + a^V_{ij})``, with                Relative Position
+                       ``a_{ij} = w_{clip(j - i, K)}``                            Representations*
+rotary (RoPE)          rotates q and k: ``<R_m q, R_n k> = <q, R_{n-m} k>``       Su et al. (background,
+                                                                                  not a seed)
+ALiBi                  a fixed bias on the scores: ``-slope_h * (i - j)``         Press et al. (background,
+                                                                                  not a seed)
+CoPE                   positions counted by gates the model computes:             seed *Contextual Position
+                       ``p_ij = sum_{t=j}^{i} g_it``                              Encoding*
 =====================  =========================================================  ==========================
 
 Conventions (attnlib contract): tensors are ``(..., L, d)``; heads are a leading
@@ -463,6 +463,7 @@ class CoPEPosition(PositionScheme):
         return cope_logits(q, self.pos_emb, pos)
 
 
+#: The names that :func:`make_position` (and ``attnlib.models.ModelConfig.position``) accept.
 POSITION_SCHEMES = ("none", "sinusoidal", "learned", "shaw", "rope", "alibi", "cope")
 
 

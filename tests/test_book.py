@@ -19,6 +19,15 @@ def test_book_builds_without_warnings(tmp_path):
     page = (html / "chapters" / "01_attention_as_lookup.html").read_text(encoding="utf-8")
     assert "Effective Approaches to Attention-based Neural Machine Translation" in page  # the rendered bibliography
     assert "colab.research.google.com" in page  # the launch button
+    # The attnlib reference (reference/attnlib.md): autodoc ran, and the labs link into it.
+    reference = (html / "reference" / "attnlib.html").read_text(encoding="utf-8")
+    assert 'id="attnlib.core.scaled_dot_product_attention"' in reference
+    assert 'id="attnlib.kernels.flash.flash_attention"' in reference and 'id="module-attnlib.heads"' in reference
+    lab = (html / "labs" / "lab01_scaled_dot_product.html").read_text(encoding="utf-8")
+    assert "../reference/attnlib.html#attnlib.core.scaled_dot_product_attention" in lab
+    # The lab's Colab badge and the site's launch button open the same notebook.
+    launch = "https://colab.research.google.com/github/attention-course/attention-from-theory-to-triton/blob/main/labs/"
+    assert lab.count(launch + "lab01_scaled_dot_product.ipynb") >= 2, "badge and launch button"
 
 
 @pytest.mark.slow

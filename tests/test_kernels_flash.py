@@ -321,7 +321,7 @@ def test_a_fixed_backward_configuration_is_the_one_launched(monkeypatch):
     flash._backward_dkdv(q, k, v, do, lse, delta, True, 0.25, (16, 32, 4, 2))
     flash._backward_dq(q, k, v, do, lse, delta, True, 0.25, (16, 32, 4, 2))
     assert set(launches) == {"dkdv", "dq"}
-    for name, (kwargs, grid) in launches.items():
+    for kwargs, _grid in launches.values():
         assert (kwargs["BLOCK_M"], kwargs["BLOCK_N"], kwargs["num_warps"], kwargs["num_stages"]) == (16, 32, 4, 2)
     # one program per 32-key tile of the one K/V head; one per 16-query tile of each of the two query heads
     assert tuple(launches["dkdv"][1](launches["dkdv"][0])) == (1, 1)

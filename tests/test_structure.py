@@ -48,13 +48,54 @@ def test_toc_lists_existing_pages_and_every_chapter_and_lab():
     assert captions[0].startswith("Part I") and captions[1].startswith("Part II")
 
 
+def _attnlib_version():
+    """attnlib.__version__ as the package reports it (imported: the value users see)."""
+    import attnlib
+
+    return attnlib.__version__
+
+
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_first_code_cell_installs_attnlib_on_colab_from_the_configured_repository(src):
+def test_first_code_cell_installs_the_release_from_the_configured_repository(src):
+    """Colab installs attnlib at the tag named after attnlib.__version__, from _config.yml's repository."""
     nb = notebooks.read_md(src)
     first = next(c for c in nb.cells if c.cell_type == "code").source
     assert '"google.colab" in sys.modules' in first, f"{src.name}: the first code cell must be the setup cell"
-    urls = re.findall(r"attnlib @ git\+(\S+?)\"", first)
-    assert urls == [CONFIG["repository"]["url"]], f"{src.name}: Colab installs from {urls}, _config.yml says {CONFIG['repository']['url']}"
+    installs = re.findall(r'%pip install[^\n"]*"attnlib @ git\+([^"]*)"', first)
+    wanted = f"{CONFIG['repository']['url']}@v{_attnlib_version()}"
+    assert installs == [wanted], (f"{src.name}: Colab installs attnlib from {installs}, but _config.yml and "
+                                  f"attnlib.__version__ say {wanted}: run `python tools/set_release.py`")
+    rest = "".join(c.source for c in nb.cells if c.cell_type == "code" and c.source != first)
+    assert "attnlib @ git+" not in rest, f"{src.name}: only the setup cell installs attnlib"
+
+
+def test_package_version_is_attnlibs():
+    """pyproject.toml reads its version from attnlib.__version__, so the tag, the wheel and the notebooks agree."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "attnlib.__version__"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", _attnlib_version()), "tags are v<major>.<minor>.<patch>"
+
+
+LABS = [p for p in SOURCES if p.parent.name in ("labs", "solutions")]
+
+
+@pytest.mark.parametrize("src", LABS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_lab_has_an_open_in_colab_badge_under_its_title_pointing_where_the_launch_button_does(src):
+    """The badge opens the student lab on the branch the site's launch button uses (sphinx-book-theme's URL)."""
+    repo = CONFIG["repository"]
+    owner_repo = repo["url"].removeprefix("https://github.com/").rstrip("/")
+    path = "/".join(p for p in (str(repo.get("path_to_book") or "").strip("/"), "labs", f"{src.stem}.ipynb") if p)
+    link = f"{CONFIG['launch_buttons']['colab_url'].rstrip('/')}/github/{owner_repo}/blob/{repo['branch']}/{path}"
+    nb = notebooks.read_md(src)
+    title = nb.cells[0].source if nb.cells[0].cell_type == "markdown" else ""
+    lines = [line for line in title.splitlines() if line.strip()]
+    assert lines and lines[0].startswith("# "), f"{src.name}: the first cell starts with the lab's title"
+    badge = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](" + link + ")"
+    assert len(lines) > 1 and lines[1] == badge, (f"{src.name}: the line under the title must be the Colab badge "
+                                                   f"{badge}: run `python tools/set_release.py`")
 
 
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))

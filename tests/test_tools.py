@@ -148,28 +148,101 @@ def test_run_md_cells_runs_code_cells_in_order_and_reports_the_failing_one(tmp_p
     assert "bad: cell 2 of 3 FAILED" in out and "total is 3" in out
 
 
+OLD_SETUP_LAB = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+---
+
+# Lab 99 · A lab written from the old setup cell
+
+*Runs on a laptop CPU.*
+
+```{code-cell} ipython3
+# Setup
+import sys
+
+if "google.colab" in sys.modules:
+    %pip install -q "attnlib @ git+https://github.com/attention-course/attention-from-theory-to-triton"
+```
+"""
+RELEASE = {"url": "https://github.com/example-org/course-fork", "branch": "main", "tag": "v1.2.3",
+           "colab": "https://colab.research.google.com", "path_to_book": ""}
+
+
+def test_set_release_pins_an_old_setup_cell_and_adds_the_badge_once():
+    import set_release
+
+    new = set_release.fixed_text(OLD_SETUP_LAB, RELEASE, "lab99_new")
+    assert '%pip install -q "attnlib @ git+https://github.com/example-org/course-fork@v1.2.3"' in new
+    badge = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+             "(https://colab.research.google.com/github/example-org/course-fork/blob/main/labs/lab99_new.ipynb)")
+    assert "# Lab 99 · A lab written from the old setup cell\n\n" + badge + "\n\n*Runs on" in new
+    assert set_release.fixed_text(new, RELEASE, "lab99_new") == new  # idempotent
+    bumped = set_release.fixed_text(new, {**RELEASE, "tag": "v1.3.0", "branch": "spring"}, "lab99_new")
+    assert bumped.count("colab-badge.svg") == 1 and "/blob/spring/labs/lab99_new.ipynb)" in bumped
+    assert '@v1.3.0"' in bumped and "@v1.2.3" not in bumped
+    tight = set_release.fixed_text(OLD_SETUP_LAB.replace("cell\n\n*Runs", "cell\n*Runs"), RELEASE, "lab99_new")
+    assert tight == new, "a title with text right under it still gets the badge as a paragraph of its own"
+    moved = new.replace(badge + "\n\n", "").replace("```{code-cell}", badge + "\n\n```{code-cell}")
+    assert set_release.fixed_text(moved, RELEASE, "lab99_new") == new, "a badge elsewhere moves under the title"
+    chapter = set_release.fixed_text(OLD_SETUP_LAB, RELEASE, None)  # chapters get the pin, not the badge
+    assert "colab-badge" not in chapter and "@v1.2.3\"" in chapter
+    with pytest.raises(SystemExit, match="no `%pip install"):
+        set_release.fixed_text(OLD_SETUP_LAB.replace("%pip install -q", "print("), RELEASE, "lab99_new")
+
+
+def test_set_release_reads_the_version_without_importing_attnlib(tmp_path):
+    import set_release
+
+    (tmp_path / "attnlib").mkdir()
+    (tmp_path / "attnlib" / "__init__.py").write_text('import torch\n__version__ = "2.0.1"\n')
+    assert set_release.version(tmp_path) == "2.0.1"
+
+
+def test_set_release_check_passes_on_the_course():
+    import set_release
+
+    assert set_release.disagreements() == []
+
+
 @pytest.mark.slow
-def test_set_repo_url_rewrites_config_sources_twins_and_labs(tmp_path):
-    """tools/set_repo_url.py on a copy of the course: every place that names the repository follows."""
+def test_set_release_rewrites_config_sources_twins_and_labs(tmp_path):
+    """tools/set_release.py on a copy of the course: a new URL, and a new lab from the old setup cell, follow."""
     import subprocess
     import sys
 
     copy = copy_course(tmp_path / "course")
     url = "https://github.com/example-org/attention-course-fork"
-    assert subprocess.run([sys.executable, "tools/set_repo_url.py", "not-a-url"], cwd=copy,
+    solution = copy / "solutions" / "lab01_scaled_dot_product.md"
+    text = solution.read_text()
+    old = "\n".join(line for line in text.splitlines() if "colab-badge" not in line)
+    solution.write_text(old.replace("@v", "@OLD-REF-v"))  # an old ref and no badge: both must be fixed
+    assert subprocess.run([sys.executable, "tools/set_release.py", "not-a-url"], cwd=copy,
                           capture_output=True).returncode == 2
-    done = subprocess.run([sys.executable, "tools/set_repo_url.py", url + "/"], cwd=copy, capture_output=True,
+    assert subprocess.run([sys.executable, "tools/set_release.py", "--check"], cwd=copy,
+                          capture_output=True).returncode == 1
+    done = subprocess.run([sys.executable, "tools/set_release.py", url + "/"], cwd=copy, capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr
     assert f"  url: {url}\n" in (copy / "_config.yml").read_text()
+    assert f'Issues = "{url}/issues"' in (copy / "pyproject.toml").read_text()
     sources = sorted(copy.glob("chapters/*.md")) + sorted(copy.glob("solutions/*.md"))
     generated = sorted(copy.glob("*/*.ipynb")) + sorted(copy.glob("labs/*.md"))
     installs = [p for p in sources + generated if "attnlib @ git+" in p.read_text()]
     assert len(installs) >= len(sources) and len(generated) > len(sources)
+    import set_release
+
+    tag = f"v{set_release.version()}"
     for path in installs:
-        assert f"attnlib @ git+{url}" in path.read_text(), path
+        assert f"attnlib @ git+{url}@{tag}" in path.read_text() and "OLD-REF" not in path.read_text(), path
         assert "attention-course/attention-from-theory-to-triton" not in path.read_text(), path
-    check = subprocess.run([sys.executable, "tools/sync.py", "--check"], cwd=copy, capture_output=True, text=True)
+    for lab in [copy / "labs" / "lab01_scaled_dot_product.md", solution]:
+        assert f"{url.removeprefix('https://github.com/')}/blob/main/labs/lab01_scaled_dot_product.ipynb)" in \
+            lab.read_text(), lab
+    check = subprocess.run([sys.executable, "tools/set_release.py", "--check"], cwd=copy, capture_output=True,
+                           text=True)
     assert check.returncode == 0, check.stdout + check.stderr
 
 

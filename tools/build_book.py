@@ -26,6 +26,10 @@ def build(out: Path) -> subprocess.CompletedProcess:
     """Run ``jupyter-book build`` with execution off and ``-W``; return the finished process."""
     config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
     config.setdefault("execute", {})["execute_notebooks"] = "off"
+    # Jupyter Book resolves local extensions' folders against the config file's folder, which is `out` here.
+    local = config.get("sphinx", {}).get("local_extensions") or {}
+    for name, folder in local.items():
+        local[name] = str((ROOT / folder).resolve())
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "_config_noexec.yml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")

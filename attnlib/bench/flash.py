@@ -172,7 +172,7 @@ def _measure(shape, impls, warmup, rep, device, dtype, timer, experimental=None)
         attend, pinned = _impl(name, experimental)
         row_base = {"impl": name, **shape}
 
-        def fwd_bwd():
+        def fwd_bwd(attend=attend):  # bound now: the closure must not see a later loop's `attend`
             attend(q, k, v, causal).backward(dout)
 
         try:
@@ -180,7 +180,7 @@ def _measure(shape, impls, warmup, rep, device, dtype, timer, experimental=None)
                 with torch.no_grad():
                     outputs[name] = attend(q, k, v, causal)  # warm-up: compiles and autotunes
                 _sync(device)
-                fwd_ms = timer(lambda: attend(q, k, v, causal), warmup=warmup, rep=rep)
+                fwd_ms = timer(lambda attend=attend: attend(q, k, v, causal), warmup=warmup, rep=rep)
                 fwd_bwd()
                 _sync(device)
                 fb_ms = timer(fwd_bwd, warmup=warmup, rep=rep, grad_to_none=[q, k, v])

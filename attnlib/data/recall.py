@@ -6,17 +6,17 @@ must predict after reading ``inputs[b, :t+1]``, or ``-100`` where nothing is sco
 (the ``ignore_index`` of ``F.cross_entropy`` and of :func:`attnlib.models.train_model`).
 ``x, y = batch`` unpacks it; ``batch.vocab_size`` is the number of token ids used.
 
-=======================  =====================================================  ==================
-task                     one row (``|`` separates the scored answer)            ``L``
-=======================  =====================================================  ==================
-:func:`selective_copy`   ``_ 5 _ _ 3 _ 7 _ SEP | 5 3 7``: copy the non-blank     ``length + n_tokens``
-                         tokens in order, ignoring the blanks
-:func:`counting`         ``2 1 2 3 2 Q 2 | 3``: how often does the queried      ``length + 2``
-                         symbol occur?
-:func:`flip_flop`        ``w 1 i 0 r | 1 w 0 r | 0``: after ``r``, repeat the   ``2 * length - 1``
-                         bit of the last ``w`` (ignore ``i``)
-:func:`associative_recall` ``k1 v1 k2 v2 k3 v3 k2 | v2``: look the key up        ``2 * n_pairs + 1``
-=======================  =====================================================  ==================
+===========================  =====================================================  ==================
+task                         one row (``|`` separates the scored answer)            ``L``
+===========================  =====================================================  ==================
+:func:`selective_copy`       ``_ 5 _ _ 3 _ 7 _ SEP | 5 3 7``: copy the non-blank    ``length + n_tokens``
+                             tokens in order, ignoring the blanks
+:func:`counting`             ``2 1 2 3 2 Q 2 | 3``: how often does the queried      ``length + 2``
+                             symbol occur?
+:func:`flip_flop`            ``w 1 i 0 r | 1 w 0 r | 0``: after ``r``, repeat the   ``2 * length - 1``
+                             bit of the last ``w`` (ignore ``i``)
+:func:`associative_recall`   ``k1 v1 k2 v2 k3 v3 k2 | v2``: look the key up         ``2 * n_pairs + 1``
+===========================  =====================================================  ==================
 
 Selective copy, counting and Flip-Flop are the three tasks on which the seed
 *Contextual Position Encoding: Learning to Count What's Important* reports that
