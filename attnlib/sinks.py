@@ -78,7 +78,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .core import compute_dtype, masked_softmax
+from .core import compute_dtype
 from .normalizers import sigmoid_weights
 from .validation import check_mask, check_positive_int, check_qkv, check_tensor, resolve_scale
 

@@ -60,7 +60,7 @@ def test_every_mod_matches_torch_flex_attention(lq, lk):
     for name, (score_mod, mask_mod) in _mods(2, 3, lq, lk, seed=lq + lk).items():
         ours = flex.flex_attention(q, k, v, score_mod, mask_mod)
         theirs = _torch(q, k, v, score_mod, mask_mod)
-        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_mods_match_sdpa_with_the_same_dense_mask_and_bias():
