@@ -22,7 +22,7 @@ PYTHON     ?= python3
 VENV       ?= .venv
 TORCH_SPEC ?= torch>=2.11
 TORCH_INDEX_URL ?=
-EXTRAS     ?= triton,course,dev
+EXTRAS     ?= triton,interp,course,dev
 PYTEST_ARGS ?=
 BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.installed

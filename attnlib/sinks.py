@@ -429,7 +429,7 @@ class MassiveActivations:
     dim_profile: torch.Tensor  # (n, d) largest |h| in each dimension / median |h|
 
     def massive_dims(self, factor: float = 20.0) -> list[list[int]]:
-        """Per layer, the dimensions whose largest |h| exceeds ``factor`` times the median."""
+        """Per layer, the dimensions whose largest :math:`|h|` exceeds ``factor`` times the median."""
         return [torch.nonzero(row > factor).flatten().tolist() for row in self.dim_profile]
 
 
