@@ -10,6 +10,7 @@ One idea per module:
 * :mod:`attnlib.rank` - rank limits: low-rank logits, rank collapse, residual subspaces.
 * :mod:`attnlib.normalizers` - softmax, sparsemax, entmax, ReLU, sigmoid and sink normalizers.
 * :mod:`attnlib.heads` - multi-head, grouped-query, multi-query and latent attention.
+* :mod:`attnlib.linear` - linear, kernelized, recurrent and gated attention; EMA.
 * :mod:`attnlib.seq2seq`, :mod:`attnlib.pointer` - GRU encoder-decoder attention, pointer networks.
 * :mod:`attnlib.position` - sinusoidal, learned, relative, rotary, ALiBi and contextual positions.
 * :mod:`attnlib.lengthgen` - threshold-relative and monotonic location attention.
@@ -31,12 +32,12 @@ boolean with True = attend, a fully masked row gives zeros, bad input raises a
 ``ValueError``/``TypeError`` that names the argument.
 """
 
-from . import (bench, checks, core, data, flex, heads, interp, kernels, lengthgen, masks, memory, models,
+from . import (bench, checks, core, data, flex, heads, interp, kernels, lengthgen, linear, masks, memory, models,
                normalizers, pointer, position, prob, rank, resources, scores, seq2seq, sinks, sparse, utils,
                validation)
 
 __version__ = "0.1.0"
 
-__all__ = ["bench", "checks", "core", "data", "flex", "heads", "interp", "kernels", "lengthgen", "masks", "memory",
-           "models", "normalizers", "pointer", "position", "prob", "rank", "resources", "scores", "seq2seq", "sinks",
-           "sparse", "utils", "validation", "__version__"]
+__all__ = ["bench", "checks", "core", "data", "flex", "heads", "interp", "kernels", "lengthgen", "linear", "masks",
+           "memory", "models", "normalizers", "pointer", "position", "prob", "rank", "resources", "scores",
+           "seq2seq", "sinks", "sparse", "utils", "validation", "__version__"]

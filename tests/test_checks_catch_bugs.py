@@ -1,6 +1,6 @@
 """Each lab's check cells must fail on wrong answers (a check that cannot fail is a defect).
 
-Covered: labs 01-07, 09, 12, 13 and the kernel labs 15-18; every exercise of a covered lab has at least one mutation.
+Covered: labs 01-09, 12, 13 and the kernel labs 15-18; every exercise of a covered lab has at least one mutation.
 Each mutation breaks one exercise of a lab's solution the way a student might (the comments say how);
 running that exercise's check cells must then raise an AssertionError naming the exercise, before any
 kernel writes outside a buffer. Every unbroken solution passes all of its checks. The kernel labs
@@ -307,6 +307,32 @@ MUTATIONS = {  # lab -> (exercise, text in the solution, the broken text)
         ("13.5", "mass.clamp(max=1 - 1e-6)", "mass"),  # no clip: infinite when all the mass is impermissible
         ("13.5", "-torch.log1p(-mass.clamp(max=1 - 1e-6)).mean()", "mass.mean()"),  # linear in the mass
         ("13.5", "mass = (weights * mask).sum(-1)", "mass = (weights * ~mask).sum(-1)"),  # the permitted mass
+    ],
+    "lab08_linear_attention": [
+        ("8.1", "return F.elu(x) + 1", "return F.elu(x)"),  # forgot the +1: features go negative
+        ("8.1", "return torch.relu(x)", "return torch.abs(x)"),  # |x| is not the positive part
+        ("8.1", " - 0.5 * (x * x).sum(-1, keepdim=True)", ""),  # no -|x|^2/2: estimates exp(x.y + ...) (biased)
+        ("8.1", "/ math.sqrt(m)", "/ m"),  # averaged m features twice: the estimate shrinks like 1/sqrt(m)
+        ("8.2", "return (fq @ s) / den.clamp_min(eps)", "return fq @ s"),  # forgot the normaliser
+        ("8.2", "z = fk.sum(-2)", "z = fq.sum(-2)"),  # normaliser summed over the queries, not the keys
+        ("8.2", "den.clamp_min(eps)", "den"),  # no eps: a query without overlap gives 0/0 = NaN
+        ("8.3", "    fq, fk = phi(q), phi(k)  # (..., L, F)\n    s = torch.cumsum",
+         "    fq, fk = phi(q), phi(k)  # (..., L, F)\n    w = (fq @ fk.transpose(-2, -1)).tril()\n"
+         "    return (w / w.sum(-1, keepdim=True).clamp_min(eps)) @ v\n    s = torch.cumsum"),  # the L x L matrix
+        ("8.3", "z = torch.cumsum(fk, dim=-2)", "z = torch.cumsum(fk, dim=-2) - fk"),  # normaliser misses key t
+        ("8.3", "v[..., :, None, :], dim=-3)", "v[..., :, None, :], dim=-2)"),  # cumsum over features, not time
+        ("8.3", "z = torch.cumsum(fk, dim=-2)", "z = fk.sum(-2, keepdim=True)"),  # normaliser sees the future
+        ("8.4", "        z = z + fk[..., t, :]\n", ""),  # normaliser state never updated
+        ("8.4", "s = s + fk[..., t, :, None]", "s = s + fq[..., t, :, None]"),  # writes the query, not the key
+        ("8.4", "    else:\n        s, z = state\n",
+         "    else:\n        s, z = torch.zeros_like(state[0]), torch.zeros_like(state[1])\n"),  # state ignored
+        ("8.4", "return torch.stack(outs, dim=-2), (s, z)", "return torch.stack(outs, dim=-2), state"),  # old state
+        ("8.5", "y = alpha * x[..., t, :] + (1 - alpha) * y", "y = (1 - alpha) * x[..., t, :] + alpha * y"),  # swapped
+        ("8.5", "y = alpha * x[..., t, :] + (1 - alpha) * y", "y = x[..., t, :] + (1 - alpha) * y"),  # input not damped
+        ("8.5", "s = decay[..., t, None, None] * s + fk", "s = s + fk"),  # gate ignored
+        ("8.5", "s = decay[..., t, None, None] * s + fk[..., t, :, None] * v[..., t, None, :]",
+         "s = decay[..., t, None, None] * (s + fk[..., t, :, None] * v[..., t, None, :])"),  # decays the new pair too
+        ("8.5", "decay[..., t, None, None] * s", "decay[..., t - 1, None, None] * s"),  # gate of the previous step
     ],
 }
 CASES = [(lab, *m) for lab, mutations in MUTATIONS.items() for m in mutations]
