@@ -33,8 +33,7 @@ linear recurrence with a constant gate :math:`1 - \alpha` and no query.
 from __future__ import annotations
 
 import math
-import numbers
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 from torch import nn
