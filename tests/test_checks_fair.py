@@ -1,0 +1,183 @@
+"""Each lab's check cells must pass every *correct* answer, not only the instructor's (a check that fails
+correct code is as much a defect as one that cannot fail).
+
+``ALTERNATIVES`` holds, per lab, correct answers written another natural way (the default dtype float32,
+another valid formula, another loop order), in the shape of ``tests/test_checks_catch_bugs.py``: the text
+in the solution and the text that replaces it; the exercise's checks must PASS with it. Every covered lab
+has at least one.
+
+Every run here also enforces the exercise cells' ``forbidden`` metadata the way the grader does: each
+forbidden attnlib name raises while code defined in an exercise cell that forbids it is on the stack (the
+checks themselves may still call the reference). So the solutions and the alternatives are shown not to
+call the references they are compared with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import sys
+import types
+
+import pytest
+from helpers import _code_cells
+
+KERNEL_LABS = {"lab15_triton_basics", "lab16_flash_forward", "lab17_flash_backward",
+               "lab18_decoding_and_sparse_kernels"}
+
+ALTERNATIVES = {  # lab -> (exercise, text in the solution, a correct alternative)
+    "lab01_scaled_dot_product": [
+        # divide by sqrt(d) instead of multiplying by its inverse, and write the product as an einsum
+        ("1.1", "    if scale is None:\n        scale = 1.0 / math.sqrt(q.shape[-1])\n    return (q @ k.transpose(-2, -1)) * scale\n",
+         "    s = torch.einsum('...id,...jd->...ij', q, k)\n"
+         "    return s / math.sqrt(q.shape[-1]) if scale is None else s * scale\n"),
+        # torch.softmax on -inf-filled scores, NaN rows of fully masked entries replaced by zeros
+        ("1.3", "    row_max = scores.amax(dim=-1, keepdim=True)\n",
+         "    return torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)\n"
+         "    row_max = scores.amax(dim=-1, keepdim=True)\n"),
+        # divide before the matmul (normalise the chunk's weights at the end per row) with a clamp
+        ("1.5", "    return torch.where(ell > 0, acc / torch.where(ell > 0, ell, torch.ones_like(ell)), torch.zeros_like(acc))",
+         "    return acc / ell.clamp_min(torch.finfo(acc.dtype).tiny)"),
+    ],
+    "lab02_seq2seq_and_pointers": [
+        # the additive score as an einsum over the hidden units, general as q @ (W @ k^T)
+        ("2.1", "    return hidden @ w\n", "    return torch.einsum('...ijh,h->...ij', hidden, w)\n"),
+        ("2.1", "    return (q @ W) @ k.transpose(-2, -1)\n", "    return q @ (W @ k.transpose(-2, -1))\n"),
+        # torch.softmax over -inf-filled scores, fully masked rows zeroed, the context as an einsum
+        ("2.2", "    weights = attnlib.core.masked_softmax(scores, mask)\n    return weights @ values, weights\n",
+         "    if mask is not None:\n        scores = scores.masked_fill(~mask, float('-inf'))\n"
+         "    weights = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)\n"
+         "    return torch.einsum('...ts,...sd->...td', weights, values), weights\n"),
+        # the Gaussian written as exp(-0.5 ((s - p) / sigma)^2), the softmax by hand
+        ("2.3", "    align = attnlib.core.masked_softmax(scores, window)\n    sigma = half_width / 2\n"
+         "    return align * torch.exp(-distance**2 / (2 * sigma**2))\n",
+         "    e = torch.exp(scores - scores.masked_fill(~window, float('-inf')).amax(-1, keepdim=True)"
+         ".nan_to_num(0.0, neginf=0.0)) * window\n"
+         "    align = e / e.sum(-1, keepdim=True).clamp_min(torch.finfo(e.dtype).tiny)\n"
+         "    sigma = 0.5 * half_width\n"
+         "    return align * torch.exp(-0.5 * (distance / sigma) ** 2)\n"),
+        # probabilities by torch.softmax with -inf on the disallowed positions, NaN rows zeroed
+        ("2.4", "    probs = attnlib.core.masked_softmax(scores, valid & ~chosen)\n",
+         "    probs = torch.softmax(scores.masked_fill(~(valid & ~chosen), float('-inf')), dim=-1).nan_to_num(0.0)\n"),
+    ],
+}
+CASES = [(lab, *a) for lab, alternatives in ALTERNATIVES.items() for a in alternatives]
+
+
+def _exercise_file(lab: str, exercise) -> str:
+    return f"<{lab} exercise {exercise}>"
+
+
+def _resolve_parent(dotted: str):
+    """(object holding the attribute, attribute name) for an attnlib dotted name."""
+    parts = dotted.split(".")
+    for n in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:n]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[n:-1]:
+            obj = getattr(obj, name)
+        return obj, parts[-1]
+    raise ImportError(dotted)
+
+
+@contextlib.contextmanager
+def forbidden_guard(lab: str, cells):
+    """Make each exercise's forbidden names raise while that exercise's code is on the stack."""
+    banned: dict[str, set[str]] = {}  # dotted name -> code filenames of the exercises that forbid it
+    for cell in cells:
+        if "exercise" in cell.metadata.get("tags", []):
+            for name in cell.metadata.get("forbidden", []):
+                banned.setdefault(name, set()).add(_exercise_file(lab, cell.metadata["exercise"]))
+    undo = []
+
+    def refuse(name: str, files: set) -> None:
+        frame = sys._getframe(2)
+        while frame is not None:
+            if frame.f_code.co_filename in files:
+                raise AssertionError(f"{frame.f_code.co_filename[1:-1]}: calls {name}, which it must not use")
+            frame = frame.f_back
+
+    try:
+        for name, files in banned.items():
+            parent, attr = _resolve_parent(name)
+            original = getattr(parent, attr)
+            if isinstance(original, type):  # a class: refuse in its constructor
+                init = original.__dict__.get("__init__")
+                base_init = original.__init__
+
+                def guarded_init(self, *args, __name=name, __files=files, __init=base_init, **kwargs):
+                    refuse(__name, __files)
+                    __init(self, *args, **kwargs)
+
+                original.__init__ = guarded_init
+                undo.append(lambda c=original, i=init: (setattr(c, "__init__", i) if i is not None
+                                                        else delattr(c, "__init__")))
+            else:
+                def guarded(*args, __name=name, __files=files, __fn=original, **kwargs):
+                    refuse(__name, __files)
+                    return __fn(*args, **kwargs)
+
+                functools.update_wrapper(guarded, original)
+                setattr(parent, attr, guarded)
+                undo.append(lambda p=parent, a=attr, o=original: setattr(p, a, o))
+        yield
+    finally:
+        for restore in reversed(undo):
+            restore()
+
+
+def run_guarded(lab: str, exercise=None, old: str = "", new: str = "") -> None:
+    """Like ``helpers.run_checks`` (setup cell, every exercise cell with ``old`` replaced by ``new`` in
+    ``exercise``'s cells, the check cells of ``exercise`` or of all), with the forbidden names guarded."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    cells = _code_cells(lab)
+    transform = TransformerManager().transform_cell
+    module = types.ModuleType(f"{lab}_under_test")
+    sys.modules[module.__name__] = module
+    with forbidden_guard(lab, cells):
+        exec(compile(transform(cells[0].source), f"{lab}:setup", "exec"), module.__dict__)
+        for cell in cells[1:]:
+            tags, which = cell.metadata.get("tags", []), cell.metadata.get("exercise")
+            source = cell.source
+            if "exercise" in tags:
+                if old and which == exercise:
+                    assert old in source, f"alternative's target not found in {lab} {which}: {old}"
+                    source = source.replace(old, new)
+                filename = _exercise_file(lab, which)
+            elif "check" in tags and exercise in (None, which):
+                filename = f"{lab}:check {which}"
+            else:
+                continue
+            exec(compile(transform(source), filename, "exec"), module.__dict__)
+
+
+def _needs_triton(lab: str) -> None:
+    if lab in KERNEL_LABS:
+        pytest.importorskip("triton")
+
+
+@pytest.mark.parametrize("lab", ALTERNATIVES)
+def test_the_solution_passes_without_its_forbidden_references(lab):
+    _needs_triton(lab)
+    run_guarded(lab)
+
+
+@pytest.mark.parametrize("lab, exercise, old, new", CASES, ids=[f"{c[0][:5]}-{c[1]}-{i}" for i, c in enumerate(CASES)])
+def test_a_correct_alternative_passes_its_checks(lab, exercise, old, new):
+    _needs_triton(lab)
+    run_guarded(lab, exercise, old, new)
+
+
+def test_the_guard_refuses_a_call_to_the_reference():
+    """Exercise 1.3 answered by calling attnlib's masked_softmax fails, and the guard is undone afterwards."""
+    import attnlib
+
+    original = attnlib.core.masked_softmax
+    with pytest.raises(AssertionError, match="exercise 1.3: calls attnlib.core.masked_softmax"):
+        run_guarded("lab01_scaled_dot_product", "1.3", "    row_max = scores.amax(dim=-1, keepdim=True)\n",
+                    "    return attnlib.core.masked_softmax(scores, mask)\n")
+    assert attnlib.core.masked_softmax is original
