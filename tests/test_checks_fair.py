@@ -61,6 +61,24 @@ ALTERNATIVES = {  # lab -> (exercise, text in the solution, a correct alternativ
         ("2.4", "    probs = attnlib.core.masked_softmax(scores, valid & ~chosen)\n",
          "    probs = torch.softmax(scores.masked_fill(~(valid & ~chosen), float('-inf')), dim=-1).nan_to_num(0.0)\n"),
     ],
+    "lab03_latent_alignment": [
+        # the log-sum-exp written out with its max shift, the prior normalised by subtracting its logsumexp
+        ("3.1", "    return torch.logsumexp(torch.log_softmax(prior_logits, dim=-1) + emission_logp, dim=-1)\n",
+         "    joint = prior_logits - torch.logsumexp(prior_logits, -1, keepdim=True) + emission_logp\n"
+         "    top = joint.amax(-1, keepdim=True)\n"
+         "    return (top + (joint - top).exp().sum(-1, keepdim=True).log()).squeeze(-1)\n"),
+        # the mixture as an einsum and the target picked with take_along_dim
+        ("3.2", "    mixed = (p[..., :, None] * emission_logits).sum(-2)  # (..., V)\n"
+         "    return torch.log_softmax(mixed, dim=-1).gather(-1, y[..., None]).squeeze(-1)\n",
+         "    mixed = torch.einsum('...n,...nv->...v', p, emission_logits)\n"
+         "    return torch.take_along_dim(mixed - mixed.logsumexp(-1, keepdim=True), y[..., None], -1)[..., 0]\n"),
+        # log p(z) as logit minus logsumexp, gathered before expanding
+        ("3.3", "    logp = torch.log_softmax(logits, dim=-1).expand(*z.shape, logits.shape[-1])\n",
+         "    logp = (logits - logits.logsumexp(-1, keepdim=True)).expand(*z.shape, logits.shape[-1])\n"),
+        # the ELBO as E_q[log p + log p(y|z)] plus the entropy of q (torch.special.entr has 0 log 0 = 0)
+        ("3.4", "    return torch.where(q > 0, q * (log_p + emission_logp - log_q), torch.zeros_like(q)).sum(-1)\n",
+         "    return (torch.where(q > 0, q * (log_p + emission_logp), 0.0) + torch.special.entr(q)).sum(-1)\n"),
+    ],
 }
 CASES = [(lab, *a) for lab, alternatives in ALTERNATIVES.items() for a in alternatives]
 
