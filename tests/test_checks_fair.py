@@ -79,6 +79,38 @@ ALTERNATIVES = {  # lab -> (exercise, text in the solution, a correct alternativ
         ("3.4", "    return torch.where(q > 0, q * (log_p + emission_logp - log_q), torch.zeros_like(q)).sum(-1)\n",
          "    return (torch.where(q > 0, q * (log_p + emission_logp), 0.0) + torch.special.entr(q)).sum(-1)\n"),
     ],
+    "lab04_position": [
+        # everything in float32, the default dtype (issue 21: the check once demanded float64 angles)
+        ("4.1", "    theta = base ** (-torch.arange(d // 2, dtype=torch.float64) * 2 / d)\n"
+         "    angle = positions.double()[:, None] * theta  # (L, d/2)\n"
+         "    cos = torch.cat([angle.cos(), angle.cos()], dim=-1).to(x.dtype)\n"
+         "    sin = torch.cat([angle.sin(), angle.sin()], dim=-1).to(x.dtype)\n",
+         "    theta = 1.0 / base ** (torch.arange(0, d, 2) / d)\n"
+         "    angle = torch.outer(positions.float(), theta)  # (L, d/2) float32\n"
+         "    cos, sin = angle.cos().repeat(1, 2), angle.sin().repeat(1, 2)\n"),
+        # the slopes as one float32 tensor expression
+        ("4.2", "    def power_of_two(n):\n        return [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]\n\n"
+         "    p = 2 ** int(math.floor(math.log2(n_heads)))\n"
+         "    return torch.tensor(power_of_two(p) + power_of_two(2 * p)[0::2][: n_heads - p])\n",
+         "    def power_of_two(n):\n        return 2.0 ** (-8.0 * torch.arange(1, n + 1) / n)\n\n"
+         "    p = 1 << (n_heads.bit_length() - 1)\n"
+         "    return torch.cat([power_of_two(p), power_of_two(2 * p)[0::2][: n_heads - p]])\n"),
+        # queries scaled first, the relative logits picked with take_along_dim, the causal mask by tril
+        ("4.3", "    rel_logits = q @ rel_k.T  # (..., L, 2K+1)\n"
+         "    scores = q @ k.transpose(-2, -1) + rel_logits.gather(-1, idx.expand(*rel_logits.shape[:-1], length))\n"
+         "    scores = scores / math.sqrt(q.shape[-1])\n"
+         "    if causal:\n"
+         "        scores = scores.masked_fill(torch.ones(length, length, dtype=torch.bool).triu(1), float(\"-inf\"))\n",
+         "    qs = q / math.sqrt(q.shape[-1])\n"
+         "    scores = qs @ k.mT + torch.take_along_dim(qs @ rel_k.T, idx.expand(*q.shape[:-1], length), dim=-1)\n"
+         "    if causal:\n"
+         "        scores = torch.where(torch.ones(length, length).tril().bool(), scores, float(\"-inf\"))\n"),
+        # suffix sums as total minus prefix plus the own gate, the future zeroed with torch.tril
+        ("4.4", "    g = gates * torch.ones(length, length).tril()  # key t > i does not count for query i\n"
+         "    return g.flip(-1).cumsum(-1).flip(-1)  # suffix sums: zero above the diagonal too\n",
+         "    g = torch.tril(gates)\n"
+         "    return torch.tril(g.sum(-1, keepdim=True) - g.cumsum(-1) + g)\n"),
+    ],
 }
 CASES = [(lab, *a) for lab, alternatives in ALTERNATIVES.items() for a in alternatives]
 
