@@ -111,6 +111,38 @@ ALTERNATIVES = {  # lab -> (exercise, text in the solution, a correct alternativ
          "    g = torch.tril(gates)\n"
          "    return torch.tril(g.sum(-1, keepdim=True) - g.cumsum(-1) + g)\n"),
     ],
+    "lab05_length_generalization": [
+        # kept keys after j counted as total minus prefix; the softmax by torch.softmax with -inf, NaN rows zeroed
+        ("5.1", "    dist = kept.flip(-1).cumsum(-1).flip(-1) - kept  # kept keys t with j < t <= i\n"
+         "    weights = attnlib.core.masked_softmax(scores - slopes[:, None, None] * dist, keep)\n",
+         "    dist = kept.sum(-1, keepdim=True) - kept.cumsum(-1)\n"
+         "    logits = (scores - slopes.view(-1, 1, 1) * dist).masked_fill(~keep, float('-inf'))\n"
+         "    weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)\n"),
+        # the Gaussian's log-density (its per-row constant cancels in the softmax), future keys at -inf
+        ("5.2", "    logits = -((j - mu[..., None]) ** 2) / (2 * sigma[..., None] ** 2)\n"
+         "    return attnlib.core.masked_softmax(logits, torch.ones(length, length, dtype=torch.bool).tril())\n",
+         "    logits = torch.distributions.Normal(mu[..., None], sigma[..., None]).log_prob(j)\n"
+         "    future = torch.ones(length, length, dtype=torch.bool).triu(1)\n"
+         "    return torch.softmax(logits.masked_fill(future, float('-inf')), dim=-1)\n"),
+    ],
+    "lab06_normalizers": [
+        # tau as the largest of the candidate thresholds (cumsum_k - 1) / k, no support size needed
+        ("6.1", "    k_z = (1 + k * z_sorted > cumsum).sum(dim=-1, keepdim=True)\n"
+         "    tau = (cumsum.gather(-1, k_z - 1) - 1) / k_z.to(z.dtype)\n",
+         "    tau = ((cumsum - 1) / k).amax(dim=-1, keepdim=True)\n"),
+        # the support mean with torch.where and a boolean count
+        ("6.2", "    s = (p > 0).to(grad.dtype)\n    mean = (grad * s).sum(-1, keepdim=True) / s.sum(-1, keepdim=True)\n"
+         "    return s * (grad - mean)\n",
+         "    on = p > 0\n    mean = torch.where(on, grad, 0.0).sum(-1, keepdim=True) / on.sum(-1, keepdim=True)\n"
+         "    return torch.where(on, grad - mean, 0.0)\n"),
+        # a wider bracket [max x - 1, max x] (the sum is 0 at tau = max x), bisected the same number of times
+        ("6.3", "    lo, hi = x_max - 1, x_max - z.shape[-1] ** (1 - alpha)\n", "    lo, hi = x_max - 1, x_max.clone()\n"),
+        # the sink folded in with logaddexp: weights exp(z - log(e^sink + sum e^z))
+        ("6.4", "    sink = torch.full((*z.shape[:-1], 1), float(sink_logit), dtype=z.dtype)\n"
+         "    return torch.softmax(torch.cat([z, sink], dim=-1), dim=-1)[..., :-1]\n",
+         "    total = torch.logaddexp(z.logsumexp(-1, keepdim=True), torch.tensor(float(sink_logit), dtype=z.dtype))\n"
+         "    return torch.exp(z - total)\n"),
+    ],
 }
 CASES = [(lab, *a) for lab, alternatives in ALTERNATIVES.items() for a in alternatives]
 
