@@ -143,6 +143,39 @@ ALTERNATIVES = {  # lab -> (exercise, text in the solution, a correct alternativ
          "    total = torch.logaddexp(z.logsumexp(-1, keepdim=True), torch.tensor(float(sink_logit), dtype=z.dtype))\n"
          "    return torch.exp(z - total)\n"),
     ],
+    "lab07_multi_head_family": [
+        # unflatten/permute and permute/flatten instead of view/transpose and reshape
+        ("7.1", "    b, l, _ = x.shape\n    return x.view(b, l, n_heads, -1).transpose(1, 2)\n",
+         "    return x.unflatten(-1, (n_heads, -1)).permute(0, 2, 1, 3)\n"),
+        ("7.1", "    b, h, l, d = x.shape\n    return x.transpose(1, 2).reshape(b, l, h * d)\n",
+         "    return x.permute(0, 2, 1, 3).flatten(2)\n"),
+        # the kv heads indexed per query head, attention written out in float32 with a tril mask
+        ("7.2", "    k = split_heads(x @ w_k.T, n_kv_heads).repeat_interleave(group, dim=1)  # (B, H, L, d_head)\n"
+         "    v = split_heads(x @ w_v.T, n_kv_heads).repeat_interleave(group, dim=1)\n"
+         "    return merge_heads(scaled_dot_product_attention(q, k, v, causal=causal)) @ w_o.T\n",
+         "    kv_of = torch.arange(n_heads) // group\n"
+         "    k = split_heads(x @ w_k.T, n_kv_heads)[:, kv_of]\n"
+         "    v = split_heads(x @ w_v.T, n_kv_heads)[:, kv_of]\n"
+         "    s = q @ k.mT / q.shape[-1] ** 0.5\n"
+         "    if causal:\n"
+         "        s = s.masked_fill(~torch.ones(s.shape[-2:], dtype=torch.bool).tril(), float('-inf'))\n"
+         "    return merge_heads(torch.softmax(s, dim=-1) @ v) @ w_o.T\n"),
+        # the same products in another order
+        ("7.3", "    return 2 * n_layers * n_kv_heads * head_dim * bytes_per_elem\n",
+         "    return bytes_per_elem * head_dim * n_kv_heads * n_layers * 2\n"),
+        # each step's best removal by max() over the remaining heads (max keeps the first of equal scores)
+        ("7.4", "        best = None\n        for layer in range(n_layers):\n            for head in range(n_heads):\n"
+         "                if mask[layer, head] == 0:\n                    continue\n"
+         "                trial = mask.clone()\n                trial[layer, head] = 0\n"
+         "                score = evaluate(trial)\n"
+         "                if best is None or score > best[0]:\n                    best = (score, layer, head)\n"
+         "        score, layer, head = best\n",
+         "        def removed(lh):\n            trial = mask.clone()\n            trial[lh] = 0\n"
+         "            return trial\n"
+         "        left = [(l, h) for l in range(n_layers) for h in range(n_heads) if mask[l, h] != 0]\n"
+         "        tried = [(evaluate(removed(lh)), lh) for lh in left]\n"
+         "        score, (layer, head) = max(tried, key=lambda t: t[0])\n"),
+    ],
 }
 CASES = [(lab, *a) for lab, alternatives in ALTERNATIVES.items() for a in alternatives]
 
