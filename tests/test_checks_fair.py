@@ -176,6 +176,58 @@ ALTERNATIVES = {  # lab -> (exercise, text in the solution, a correct alternativ
          "        tried = [(evaluate(removed(lh)), lh) for lh in left]\n"
          "        score, (layer, head) = max(tried, key=lambda t: t[0])\n"),
     ],
+    "lab15_triton_basics": [
+        # masked lanes loaded as 0 and the sum stored through tl.where-free masking (other=0.0 on both loads)
+        ("15.1", "    x = tl.load(X + offsets, mask=mask)\n    y = tl.load(Y + offsets, mask=mask)\n",
+         "    x = tl.load(X + offsets, mask=mask, other=0.0)\n    y = tl.load(Y + offsets, mask=mask, other=0.0)\n"),
+        # exp2 with log2(e) folded in, the max taken with tl.max along axis 0 by keyword
+        ("15.2", "    e = tl.exp(x - tl.max(x, 0))\n",
+         "    e = tl.exp2((x - tl.max(x, axis=0)) * 1.4426950408889634)\n"),
+        # pointer blocks advanced by BLOCK_K each step, tl.dot accumulating into acc
+        ("15.3", "    for k0 in range(0, K, BLOCK_K):\n"
+         "        a = tl.load(A + rows[:, None] * stride_am + (k0 + ks)[None, :],\n"
+         "                    mask=(rows[:, None] < M) & ((k0 + ks)[None, :] < K), other=0.0)\n"
+         "        b = tl.load(B + (k0 + ks)[:, None] * stride_bk + cols[None, :],\n"
+         "                    mask=((k0 + ks)[:, None] < K) & (cols[None, :] < N), other=0.0)\n"
+         "        acc += tl.dot(a, b)\n",
+         "    a_ptrs = A + rows[:, None] * stride_am + ks[None, :]\n"
+         "    b_ptrs = B + ks[:, None] * stride_bk + cols[None, :]\n"
+         "    for k0 in range(0, tl.cdiv(K, BLOCK_K)):\n"
+         "        k_left = K - k0 * BLOCK_K\n"
+         "        a = tl.load(a_ptrs, mask=(rows[:, None] < M) & (ks[None, :] < k_left), other=0.0)\n"
+         "        b = tl.load(b_ptrs, mask=(ks[:, None] < k_left) & (cols[None, :] < N), other=0.0)\n"
+         "        acc = tl.dot(a, b, acc)\n"
+         "        a_ptrs += BLOCK_K\n"
+         "        b_ptrs += BLOCK_K * stride_bk\n"),
+    ],
+    "lab16_flash_forward": [
+        # the row normalised by multiplying with the reciprocal of the sum, the product in float32
+        ("16.1", "    p = p / tl.sum(p, 1)[:, None]\n    out = tl.dot(p.to(v.dtype), v)  # (BLOCK_M, D)\n",
+         "    out = tl.dot(p.to(v.dtype), v) * (1.0 / tl.sum(p, 1))[:, None]\n"),
+        # the online update with natural exponentials (log2 units converted back) and acc handed to tl.dot
+        ("16.2", "        p = tl.math.exp2(s - m_new[:, None])\n        alpha = tl.math.exp2(m_i - m_new)  # rescales the old sums\n"
+         "        l_i = l_i * alpha + tl.sum(p, 1)\n        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)\n",
+         "        p = tl.exp((s - m_new[:, None]) * 0.6931471805599453)\n"
+         "        alpha = tl.exp((m_i - m_new) * 0.6931471805599453)\n"
+         "        l_i = l_i * alpha + tl.sum(p, 1)\n        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])\n"),
+        # the visited-tile count stored as the loop bound divided by the tile (the same number as the counter)
+        ("16.3", "    tl.store(VISITS + bh * tl.num_programs(0) + pid_m, visits)\n",
+         "    tl.store(VISITS + bh * tl.num_programs(0) + pid_m, tl.cdiv(hi, BLOCK_N))\n"),
+    ],
+    "lab17_flash_backward": [
+        # the causal mask applied to the scores (-inf) before the exponential, dS written as P dP - P delta
+        ("17.1", "        p_t = tl.exp(s_t - lse[None, :])\n        if CAUSAL:\n"
+         "            p_t = tl.where(offs_n[:, None] <= rows[None, :] + LK - LQ, p_t, 0.0)\n",
+         "        if CAUSAL:\n"
+         "            s_t = tl.where(offs_n[:, None] <= rows[None, :] + LK - LQ, s_t, float(\"-inf\"))\n"
+         "        p_t = tl.exp(s_t - lse[None, :])\n"),
+        ("17.1", "        ds_t = p_t * (dp_t - delta[None, :])\n", "        ds_t = p_t * dp_t - p_t * delta[None, :]\n"),
+        # the two kernels launched in the other order
+        ("17.3", "        dk, dv = attention_dkdv(q, k, v, o, do, lse, causal=ctx.causal)\n"
+         "        dq = attention_dq(q, k, v, o, do, lse, causal=ctx.causal)\n",
+         "        dq = attention_dq(q, k, v, o, do, lse, causal=ctx.causal)\n"
+         "        dk, dv = attention_dkdv(q, k, v, o, do, lse, causal=ctx.causal)\n"),
+    ],
 }
 CASES = [(lab, *a) for lab, alternatives in ALTERNATIVES.items() for a in alternatives]
 
