@@ -228,6 +228,18 @@ ALTERNATIVES = {  # lab -> (exercise, text in the solution, a correct alternativ
          "        dq = attention_dq(q, k, v, o, do, lse, causal=ctx.causal)\n"
          "        dk, dv = attention_dkdv(q, k, v, o, do, lse, causal=ctx.causal)\n"),
     ],
+    "lab18_decoding_and_sparse_kernels": [
+        # the chunk weights as torch.softmax of the log-sum-exps, NaN (every chunk empty) replaced by 0
+        ("18.1", "    m = lse_parts.amax(dim=-1, keepdim=True)  # (..., 1)\n",
+         "    return (torch.softmax(lse_parts, dim=-1).nan_to_num(0.0)[..., None] * o_parts).sum(-2)\n"),
+        # the dense window mask built and reduced tile by tile (any entry allowed in the tile)
+        ("18.3", "    nb = -(-length // block_size)\n",
+         "    nb = -(-length // block_size)\n"
+         "    i = torch.arange(nb * block_size)\n"
+         "    diff = i[:, None] - i[None, :]\n"
+         "    dense = (diff >= 0) & (diff < window) & (i[:, None] < length) & (i[None, :] < length)\n"
+         "    return dense.view(nb, block_size, nb, block_size).any(3).any(1)\n"),
+    ],
 }
 CASES = [(lab, *a) for lab, alternatives in ALTERNATIVES.items() for a in alternatives]
 
