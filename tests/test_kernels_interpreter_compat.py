@@ -102,3 +102,18 @@ def test_cpu_tensors_for_a_compiled_kernel_get_a_clear_error(monkeypatch):
         block_sparse_attention(q, q, q, torch.ones(1, 1, dtype=torch.bool), block_size=32)
     with pytest.raises(RuntimeError, match=r"flash_attention runs on CUDA.*got q on cpu"):
         flash_attention(q, q, q)
+
+
+def test_compiler_check_asserts_under_a_measured_triton_and_reports_under_another(capsys):
+    """Figures read from compiled code stop a lab only under the Triton versions they were measured with."""
+    from attnlib.kernels.labtools import MEASURED_TRITON, compiler_check, measured_triton
+
+    measured = MEASURED_TRITON[-1] + ".0"
+    assert measured_triton(measured) and measured_triton(MEASURED_TRITON[0] + ".1+git") and not measured_triton("3.10.0")
+    assert compiler_check(True, "holds", triton_version=measured) is True
+    with pytest.raises(AssertionError, match="registers <= 255"):
+        compiler_check(False, "registers <= 255", triton_version=measured)
+    assert compiler_check(False, "registers <= 255", triton_version="3.4.0") is False
+    out = capsys.readouterr().out
+    assert "Not checked on Triton 3.4.0" in out and "registers <= 255" in out
+    assert compiler_check(True, "holds", triton_version="3.4.0") is True and capsys.readouterr().out == ""

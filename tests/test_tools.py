@@ -1,6 +1,7 @@
 """tools/make_labs.py and tools/sync.py on synthetic notebooks."""
 
 import json
+import re
 import shutil
 
 import nbformat
@@ -71,6 +72,10 @@ def test_hidden_checks_solution_only_cells_and_markdown_are_dropped():
         (_code("# BEGIN SOLUTION: a\nx = 1\n# END SOLUTION", exercise="1.1"), "must be tagged 'exercise'"),
         (_code("x = 1", exercise="1.1", tags=["exercise"]), "has no '# BEGIN SOLUTION' block"),
         (_code("check()", exercise="1.1", tags=["check"]), "points"),
+        (_code("# BEGIN SOLUTION: a\nx = 1\n# END SOLUTION", exercise="1.1", tags=["exercise"],
+               forbidden="attnlib.core.masked_softmax"), "must be a list of dotted attnlib names"),
+        (_code("# BEGIN SOLUTION: a\nx = 1\n# END SOLUTION", exercise="1.1", tags=["exercise"],
+               forbidden=["torch.softmax"]), "must be a list of dotted attnlib names"),
     ],
 )
 def test_malformed_solutions_are_rejected(cell, words):
@@ -259,3 +264,72 @@ def test_gpu_check_script_parses_and_names_files_that_exist():
         path = path.rstrip(".")
         assert glob.glob(str(ROOT / path)), f"gpu_check.sh names {path}, which matches no file"
     assert "--set bench" in text and "DEADLINE" in text and "$OUT" in text  # the steps the header promises
+
+
+SOLUTIONS = sorted((ROOT / "solutions").glob("lab*.md"))
+
+
+def _resolve(dotted: str):
+    """The attnlib object a dotted name such as ``attnlib.core.masked_softmax`` names (ImportError/AttributeError if none)."""
+    import importlib
+
+    module_name, _, attr = dotted.rpartition(".")
+    parts = module_name.split(".")
+    for n in range(len(parts), 0, -1):  # the longest importable prefix, then attributes (classes, functions)
+        try:
+            obj = importlib.import_module(".".join(parts[:n]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[n:] + [attr]:
+            obj = getattr(obj, name)
+        return obj
+    raise ImportError(f"no module in {dotted!r}")
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+def test_every_exercise_names_the_attnlib_references_it_must_not_call(path):
+    """The grader makes each ``forbidden`` name raise while the exercise's code runs: every exercise cell
+    lists them (possibly none), and each name is a real attnlib function or class (a typo would forbid nothing)."""
+    exercises = [c for c in notebooks.read_md(path).cells if "exercise" in c.metadata.get("tags", [])]
+    assert exercises, f"{path.name} has no exercise cell"
+    for cell in exercises:
+        where = f"{path.name}, exercise {cell.metadata.get('exercise')}"
+        forbidden = cell.metadata.get("forbidden")
+        assert isinstance(forbidden, list), f"{where}: metadata 'forbidden' must be a list, got {forbidden!r}"
+        for name in forbidden:
+            assert isinstance(name, str) and name.startswith("attnlib."), f"{where}: {name!r} is not an attnlib name"
+            obj = _resolve(name)
+            assert callable(obj), f"{where}: {name} is not a function or class"
+    lab = make_labs.make_lab(notebooks.read_md(path), name=path.name)
+    kept = {c.metadata["exercise"]: c.metadata["forbidden"] for c in lab.cells if "exercise" in c.metadata.get("tags", [])}
+    assert kept == {c.metadata["exercise"]: c.metadata["forbidden"] for c in exercises}  # the lab keeps them
+
+
+def test_forbidden_names_resolve_or_fail():
+    assert _resolve("attnlib.core.masked_softmax") is __import__("attnlib").core.masked_softmax
+    assert _resolve("attnlib.heads.MultiHeadAttention").__name__ == "MultiHeadAttention"
+    with pytest.raises(AttributeError):
+        _resolve("attnlib.core.masked_softmx")
+
+
+def _exercises_section(text: str) -> str:
+    found = re.search(r"^## Exercises.*?$(.*?)(?=^## |\Z)", text, flags=re.MULTILINE | re.DOTALL)
+    assert found, "no '## Exercises' section"
+    return found.group(1)
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+def test_written_exercises_have_an_answer_key_that_the_lab_does_not(path):
+    """Each solution's written Exercises carry an instructor-only answer key; make_labs strips it from labs/."""
+    section = _exercises_section(path.read_text(encoding="utf-8"))
+    begin, end = section.find("<!-- BEGIN SOLUTION -->"), section.find("<!-- END SOLUTION -->")
+    assert 0 <= begin < end, f"{path.name}: the Exercises section has no <!-- BEGIN/END SOLUTION --> answer key"
+    key = section[begin:end]
+    assert "Answer key" in key and len(key) > 600, f"{path.name}: the answer key is missing or too short"
+    questions = len(re.findall(r"^\d+\. ", section[:begin], flags=re.MULTILINE))
+    answers = len(re.findall(r"^\d+\. ", key, flags=re.MULTILINE))
+    assert answers >= questions > 0, f"{path.name}: {questions} written exercises but {answers} numbered answers"
+    lab_md, lab_nb = make_labs.lab_texts(path)
+    for text in (lab_md, lab_nb, (ROOT / "labs" / path.name).read_text(encoding="utf-8")):
+        assert "Answer key" not in text and "BEGIN SOLUTION" not in text
+    assert _exercises_section(lab_md).strip(), f"{path.name}: the lab lost its written exercises"

@@ -10,6 +10,10 @@ Conventions in a solution notebook (see CONTRIBUTING.md):
   ``# END SOLUTION``; in the lab the block becomes
   ``raise NotImplementedError("Exercise N.M: <what to do>")`` at the same
   indentation. Signatures, docstrings and hint comments outside the block stay.
+  Its metadata ``forbidden: [attnlib.module.name, ...]`` lists the attnlib
+  functions and classes the student's code must not call (the references its
+  checks compare with; the grader makes them raise while that code runs). The
+  lab keeps every cell's metadata, ``forbidden`` included.
 * A **check cell** has the tag ``check`` and the metadata ``exercise: "N.M"`` and
   ``points: P``. A check cell also tagged ``hidden`` is an instructor-only check:
   it is dropped from the lab (the grader still runs it).
@@ -111,6 +115,11 @@ def make_lab(solution_nb, name: str = "solution"):
                 raise LabError(f"{where}: a cell with a solution block must be tagged 'exercise'")
             if "exercise" in tags and not blocks:
                 raise LabError(f"{where}: exercise cell {exercise} has no '# BEGIN SOLUTION' block")
+            forbidden = cell.metadata.get("forbidden", [])
+            if not isinstance(forbidden, list) or not all(isinstance(n, str) and n.startswith("attnlib.")
+                                                          for n in forbidden):
+                raise LabError(f"{where}: metadata 'forbidden' must be a list of dotted attnlib names, "
+                               f"got {forbidden!r}")
             if ("exercise" in tags or "check" in tags) and "raises-exception" not in tags:
                 cell.metadata["tags"] = tags + ["raises-exception"]
         cells.append(cell)
