@@ -19,10 +19,11 @@ LAB is a lab id (``lab01_scaled_dot_product``); SUBMISSIONS_DIR holds one
   that was graded and every check's raw outcome, hidden ones included.
 
 How it works (details in the README, section "For instructors"): each submission is *rebuilt* from
-``solutions/LAB`` (only exercise-cell code comes from the student), the
-student's code runs in a sandboxed worker process, and the check cells run in
-a separate trusted process that calls the student's functions across a
-plain-data channel, so patching the checkers in a submission has no effect.
+``solutions/LAB`` (only exercise-cell code comes from the student); the
+student's code and then each check cell run in a sandboxed worker process, as
+in a notebook kernel, with the checking tools locked and verified
+(``grading/integrity.py``); this process accepts only verdicts that carry the
+nonce it sent with each check.
 """
 
 from __future__ import annotations
