@@ -231,6 +231,16 @@ def calibrate_attention(weights: torch.Tensor, threshold: float = DEFAULT_THRESH
 
 
 # ----------------------------------------------------------------------------- layers
+def _scaled_scores(q, k, mask, bias, scale):
+    """``(scale q k^T + bias, scale, compute dtype)`` after checking ``mask``: the logits both layers share."""
+    if mask is not None:
+        check_mask(mask, q.shape[-2], k.shape[-2])
+    scale = resolve_scale(scale, q.shape[-1])
+    ct = compute_dtype(q.dtype)
+    scores = (q.to(ct) @ k.to(ct).transpose(-2, -1)) * scale  # (..., Lq, Lk)
+    return (scores if bias is None else scores + bias), scale, ct
+
+
 def sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sink_key: torch.Tensor,
                    mask: Optional[torch.Tensor] = None, *, sink_value: Optional[torch.Tensor] = None,
                    sink_bias: Union[float, torch.Tensor] = 0.0, bias: Optional[torch.Tensor] = None,
@@ -257,14 +267,7 @@ def sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sink_key: 
         raise ValueError(f"sink_key must end in the key dimension d={q.shape[-1]}, got shape {tuple(sink_key.shape)}")
     if normalizer is not None:
         raise ValueError("sink_attention is a softmax with an extra key: normalizer must be None")
-    lq, lk = q.shape[-2], k.shape[-2]
-    if mask is not None:
-        check_mask(mask, lq, lk)
-    scale = resolve_scale(scale, q.shape[-1])
-    ct = compute_dtype(q.dtype)
-    scores = (q.to(ct) @ k.to(ct).transpose(-2, -1)) * scale  # (..., Lq, Lk)
-    if bias is not None:
-        scores = scores + bias
+    scores, scale, ct = _scaled_scores(q, k, mask, bias, scale)  # (..., Lq, Lk)
     if sink_key.dim() == 1:
         sink_key = sink_key[None, :]
     sink = (q.to(ct) * sink_key.to(ct)).sum(-1, keepdim=True) * scale + sink_bias  # (..., Lq, 1)
@@ -314,14 +317,7 @@ def sigmoid_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, bias
     check_qkv(q, k, v)
     if normalizer is not None:
         raise ValueError("sigmoid_attention has its own weights: normalizer must be None")
-    lq, lk = q.shape[-2], k.shape[-2]
-    if mask is not None:
-        check_mask(mask, lq, lk)
-    scale = resolve_scale(scale, q.shape[-1])
-    ct = compute_dtype(q.dtype)
-    scores = (q.to(ct) @ k.to(ct).transpose(-2, -1)) * scale  # (..., Lq, Lk)
-    if bias is not None:
-        scores = scores + bias
+    scores, scale, ct = _scaled_scores(q, k, mask, bias, scale)  # (..., Lq, Lk)
     weights = sigmoid_weights(scores, dim=-1, bias=offset)
     if mask is not None:
         weights = weights * mask
