@@ -1,5 +1,6 @@
 """One list of dependencies (pyproject.toml; environment.yml installs the project), the install options, the wheel."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -50,9 +51,16 @@ def test_project_urls_name_the_configured_repository():
     assert PROJECT["urls"] == {"Homepage": url, "Repository": url, "Issues": f"{url}/issues"}
 
 
+def _clean_make_env():
+    """The environment without make's own variables: under `make test`, MAKEFLAGS carries the caller's
+    command-line assignments (CI's TORCH_SPEC=torch==2.13.0) into every make this test starts."""
+    drop = {"MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL", "TORCH_SPEC", "TORCH_INDEX_URL", "COMPAT_TRITON"}
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
 def _make_dry_run(tmp_path, *assignments):
     out = subprocess.run(["make", "-n", "venv", f"VENV={tmp_path / 'venv'}", *assignments], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
+                         capture_output=True, text=True, check=True, env=_clean_make_env()).stdout
     return [line for line in out.splitlines() if "pip install" in line]
 
 
@@ -66,7 +74,8 @@ def test_torch_index_url_reaches_the_torch_install_only(tmp_path):
     assert f"--extra-index-url {cpu} " in torch_line and torch_line.endswith('"torch==2.13.0"'), torch_line
     assert "index-url" not in project_line, project_line
     compat = subprocess.run(["make", "-n", "test-triton-compat", f"COMPAT_VENV={tmp_path / 'compat'}",
-                             f"TORCH_INDEX_URL={cpu}"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+                             f"TORCH_INDEX_URL={cpu}"], cwd=ROOT, capture_output=True, text=True, check=True,
+                            env=_clean_make_env()).stdout
     assert f"--extra-index-url {cpu} " in compat and '"triton==3.6.0"' in compat
     ci = (ROOT / ".ci" / "run").read_text()
     assert "TORCH_INDEX_URL" not in ci, "CI's install stays as it was: no extra index"
