@@ -68,3 +68,38 @@ def copy_course(dest):
     shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(
         ".git", ".venv*", "_build", "build", "dist", "*.egg-info", ".jupyter_cache", "__pycache__", "bench-out"))
     return dest
+
+
+def run_chapter(chapter: str, old: str = "", new: str = "", *, stop_after: str | None = None) -> None:
+    """Run the code cells of ``chapters/<chapter>.md`` in order in one module, in fast mode (``ATTN_FAST=1``),
+    with ``old`` replaced by ``new`` wherever it occurs (a deliberately broken step; it must occur).
+
+    ``stop_after``: stop after the first cell whose source contains this text (the assert under test), so a
+    mutation does not pay for the rest of the chapter. A failed assert raises its AssertionError."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    cells = [c.source for c in notebooks.read_md(ROOT / "chapters" / f"{chapter}.md").cells if c.cell_type == "code"]
+    if old:
+        if not any(old in s for s in cells):  # not an AssertionError: a stale mutation must not pass as caught
+            raise LookupError(f"mutation target not found in {chapter}: {old}")
+        cells = [s.replace(old, new) for s in cells]
+    if stop_after is not None:
+        found = [i for i, s in enumerate(cells) if stop_after in s]
+        if not found:
+            raise LookupError(f"stop_after text not found in {chapter}: {stop_after}")
+        cells = cells[: found[0] + 1]
+    previous = os.environ.get("ATTN_FAST")
+    os.environ["ATTN_FAST"] = "1"
+    try:
+        import matplotlib.pyplot as plt
+
+        plt.show = lambda *args, **kwargs: plt.close("all")
+        _run_cells(f"chapter_{chapter}", cells)
+    finally:
+        if previous is None:
+            os.environ.pop("ATTN_FAST", None)
+        else:
+            os.environ["ATTN_FAST"] = previous
