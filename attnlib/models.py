@@ -25,6 +25,11 @@ Three parts are pluggable, so later labs can swap one and keep the rest:
 convention of :mod:`attnlib.data`), seeded, with a tqdm progress bar, and returns
 the loss history. :func:`evaluate` gives token and whole-sequence accuracy.
 
+``n_kv_heads`` (default ``n_heads``) makes the attention grouped-query (GQA) or, with 1,
+multi-query (MQA; seed *Fast Transformer Decoding: One Write-Head is All You Need*).
+:meth:`TinyTransformer.forward_cached` runs new tokens against one key/value cache per layer
+(:mod:`attnlib.kv`); without eviction it reproduces :meth:`TinyTransformer.forward`.
+
 Sizes: ``d_model=32..64``, two layers and sequences of a few dozen tokens train in
 seconds on a laptop CPU.
 """
@@ -43,7 +48,7 @@ from torch.nn import functional as F
 
 from .core import masked_softmax
 from .masks import causal_mask
-from .position import PositionScheme, make_position
+from .position import PositionScheme, RotaryPosition, apply_rope, make_position, sinusoidal_encoding
 from .validation import check_positive_int
 
 __all__ = [
@@ -68,6 +73,7 @@ class TransformerConfig:
     d_model: int = 64
     n_layers: int = 2
     n_heads: int = 4
+    n_kv_heads: Optional[int] = None  # key/value heads (GQA; 1 = MQA); None = n_heads (MHA)
     mlp_ratio: int = 4
     position: str = "rope"  # see attnlib.position.POSITION_SCHEMES
     norm: str = "layer"  # "layer", "rms" or "none"
@@ -81,6 +87,10 @@ class TransformerConfig:
             check_positive_int(getattr(self, name), name)
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        if self.n_kv_heads is not None:
+            check_positive_int(self.n_kv_heads, "n_kv_heads")
+            if self.n_heads % self.n_kv_heads:
+                raise ValueError(f"n_heads={self.n_heads} must be divisible by n_kv_heads={self.n_kv_heads}")
         if self.norm not in ("layer", "rms", "none"):
             raise ValueError(f"norm must be 'layer', 'rms' or 'none', got {self.norm!r}")
 
@@ -109,21 +119,44 @@ def _norm(kind: str, d: int) -> nn.Module:
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention whose position scheme, normalizer and attention map are pluggable."""
+    """Multi-head causal self-attention whose position scheme, normalizer and attention map are pluggable.
+
+    ``n_kv_heads`` (default ``n_heads``) key/value heads are shared by groups of query heads (GQA; 1 is MQA):
+    query head ``h`` reads key/value head ``h // (n_heads // n_kv_heads)``. :meth:`forward_cached`
+    runs new tokens against a key/value cache (:class:`attnlib.kv.KVCache`).
+    """
 
     def __init__(self, d_model: int, n_heads: int, position: PositionScheme,
-                 attention: Optional[Callable] = None, normalizer: Optional[Callable] = None):
+                 attention: Optional[Callable] = None, normalizer: Optional[Callable] = None,
+                 n_kv_heads: Optional[int] = None):
         super().__init__()
         self.n_heads, self.head_dim = n_heads, d_model // n_heads
-        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+        self.qkv = nn.Linear(d_model, d_model + 2 * self.n_kv_heads * self.head_dim)  # [q | k | v]
         self.proj = nn.Linear(d_model, d_model)
         self.position = position  # shared by all layers (one set of position parameters per model)
         self.attention = attention or softmax_attention
         self.normalizer = normalizer
 
+    def _project(self, x: torch.Tensor):
+        """(B, L, d) -> q (B, H, L, dh), k and v (B, Hkv, L, dh)."""
+        b, length, d = x.shape
+        qkv = self.qkv(x)
+        kv = self.n_kv_heads * self.head_dim
+        q = qkv[..., :d].view(b, length, self.n_heads, self.head_dim).transpose(1, 2)
+        k = qkv[..., d:d + kv].view(b, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = qkv[..., d + kv:].view(b, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        return q, k, v
+
+    def _expand(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, Hkv, L, dh) -> (B, H, L, dh): each key/value head serves its group of query heads."""
+        group = self.n_heads // self.n_kv_heads
+        return t if group == 1 else t.repeat_interleave(group, dim=1)
+
     def forward(self, x: torch.Tensor):
         b, length, d = x.shape
-        q, k, v = self.qkv(x).view(b, length, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B,H,L,dh)
+        q, k, v = self._project(x)
+        k, v = self._expand(k), self._expand(v)  # (B, H, L, dh)
         q, k = self.position.rotate(q, k)
         mask = causal_mask(length, length, device=x.device)  # (L, L)
         scale = 1.0 / math.sqrt(self.head_dim)
@@ -135,17 +168,44 @@ class CausalSelfAttention(nn.Module):
             out = out + extra
         return self.proj(out.transpose(1, 2).reshape(b, length, d)), weights
 
+    def forward_cached(self, x: torch.Tensor, cache, start: int, key_mask: Optional[torch.Tensor] = None):
+        """Attend ``T`` new tokens ``x (B, T, d)`` at positions ``start..start+T-1`` to the cache and themselves.
+
+        The new keys and values (rotated at their own positions with RoPE) are appended to ``cache`` (any object
+        with ``append(k, v) -> (keys, values)`` on ``(B, Hkv, T, dh)``); new token ``i`` sees cached key ``j`` iff
+        ``j <= i + len - T`` (bottom-right causal). ``key_mask (B, Hkv, len)`` (True = attend) hides cached
+        tokens from some heads. Returns ``(out (B, T, d), weights (B, H, T, len))``.
+        """
+        b, t, d = x.shape
+        q, k, v = self._project(x)
+        if isinstance(self.position, RotaryPosition):
+            q, k = apply_rope(q, start, self.position.base), apply_rope(k, start, self.position.base)
+        keys, values = cache.append(k, v)  # (B, Hkv, len, dh)
+        n = keys.shape[2]
+        mask = causal_mask(t, n, device=x.device)  # (T, len)
+        if key_mask is not None:
+            mask = mask & self._expand(key_mask[:, :, None, :])  # (B, H, T, len)
+        scale = 1.0 / math.sqrt(self.head_dim)
+        out, weights = self.attention(q, self._expand(keys), self._expand(values), bias=None, mask=mask,
+                                      normalizer=self.normalizer, scale=scale)
+        return self.proj(out.transpose(1, 2).reshape(b, t, d)), weights
+
 
 class _Block(nn.Module):
     def __init__(self, cfg: TransformerConfig, position, attention, normalizer):
         super().__init__()
         self.norm1, self.norm2 = _norm(cfg.norm, cfg.d_model), _norm(cfg.norm, cfg.d_model)
-        self.attn = CausalSelfAttention(cfg.d_model, cfg.n_heads, position, attention, normalizer)
+        self.attn = CausalSelfAttention(cfg.d_model, cfg.n_heads, position, attention, normalizer, cfg.n_kv_heads)
         self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model), nn.GELU(),
                                  nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model))
 
     def forward(self, x):
         a, weights = self.attn(self.norm1(x))
+        x = x + a
+        return x + self.mlp(self.norm2(x)), weights
+
+    def forward_cached(self, x, cache, start, key_mask=None):
+        a, weights = self.attn.forward_cached(self.norm1(x), cache, start, key_mask)
         x = x + a
         return x + self.mlp(self.norm2(x)), weights
 
@@ -190,6 +250,41 @@ class TinyTransformer(nn.Module):
             maps.append(weights)
         logits = self.head(self.norm(h))  # (B, L, V)
         return (logits, maps) if return_attention else logits
+
+    #: position schemes :meth:`forward_cached` supports (the others need the full score matrix)
+    CACHED_POSITIONS = ("none", "rope", "sinusoidal", "learned")
+
+    def forward_cached(self, tokens: torch.Tensor, caches, start: int, *, key_masks=None):
+        """Logits of ``T`` new tokens ``(B, T)`` at positions ``start..start+T-1``, reading and extending ``caches``.
+
+        ``caches``: one key/value cache per layer (:class:`attnlib.kv.KVCache` with ``n_kv_heads`` heads of
+        ``d_model // n_heads`` features); ``key_masks``: ``None`` or one ``(B, Hkv, len)`` mask (or ``None``) per
+        layer. Without eviction, feeding a sequence in pieces gives the logits of :meth:`forward`.
+        Returns ``(logits (B, T, V), [weights (B, H, T, len) per layer])``.
+        """
+        _check_tokens(tokens, self.config.vocab_size)
+        name = getattr(self.position, "name", "?")
+        if name not in self.CACHED_POSITIONS:
+            raise NotImplementedError(f"forward_cached supports positions {self.CACHED_POSITIONS}, got {name!r}")
+        if len(caches) != len(self.blocks):
+            raise ValueError(f"caches must hold one cache per layer ({len(self.blocks)}), got {len(caches)}")
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError(f"start must be a non-negative int (the position of the first new token), got {start!r}")
+        t = tokens.shape[1]
+        x = self.embed(tokens)  # (B, T, d)
+        if name == "sinusoidal":
+            x = x + sinusoidal_encoding(start + t, self.config.d_model, self.position.base, device=x.device,
+                                        dtype=x.dtype)[start:]
+        elif name == "learned":
+            if start + t > self.position.max_len:
+                raise ValueError(f"position {start + t - 1} exceeds the learned table's max_len={self.position.max_len}")
+            x = x + self.position.table[start:start + t]
+        masks = key_masks if key_masks is not None else [None] * len(self.blocks)
+        maps = []
+        for block, cache, km in zip(self.blocks, caches, masks):
+            x, weights = block.forward_cached(x, cache, start, km)
+            maps.append(weights)
+        return self.head(self.norm(x)), maps
 
 
 class LSTMLanguageModel(nn.Module):
