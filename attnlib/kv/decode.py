@@ -20,10 +20,32 @@ from typing import Optional
 
 import torch
 
-from ..validation import check_positive_int
+from ..validation import check_positive_int, check_tensor, resolve_scale
 from .cache import KVCache
 
-__all__ = ["make_caches", "decode_logits", "incremental_decode"]
+__all__ = ["make_caches", "decode_logits", "incremental_decode", "grouped_decode_attention"]
+
+
+def grouped_decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                             scale: Optional[float] = None) -> torch.Tensor:
+    """New queries ``q (B, H, T, D)`` against a whole grouped cache ``keys, values (B, Hkv, n, D)``: ``(B, H, T, D)``.
+
+    Query head ``h`` reads key/value head ``h // (H / Hkv)``. The ``G = H / Hkv`` query heads of a group
+    are stacked as ``G * T`` rows against their one key/value head, so each cached element is read once
+    per step (``repeat_interleave`` would copy the cache ``G`` times). No mask: every query sees every
+    cached key (one decoding step).
+    """
+    check_tensor(q, "q", min_dim=4)
+    check_tensor(keys, "keys", min_dim=4)
+    b, h, t, d = q.shape
+    hkv = keys.shape[1]
+    if keys.shape[0] != b or keys.shape[-1] != d or h % hkv or values.shape[:3] != keys.shape[:3]:
+        raise ValueError(f"need q (B, H, T, D) and keys, values (B, Hkv, n, *) with H divisible by Hkv: got q "
+                         f"{tuple(q.shape)}, keys {tuple(keys.shape)}, values {tuple(values.shape)}")
+    scale = resolve_scale(scale, d)
+    qg = q.reshape(b, hkv, (h // hkv) * t, d)  # (B, Hkv, G*T, D): heads of a group are consecutive
+    w = torch.softmax((qg @ keys.transpose(-2, -1)) * scale, dim=-1)  # (B, Hkv, G*T, n)
+    return (w @ values).reshape(b, h, t, values.shape[-1])
 
 
 def make_caches(model, batch: int, max_len: int, *, dtype: Optional[torch.dtype] = None, device=None) -> list:

@@ -44,7 +44,7 @@ from ..validation import check_positive_int, check_tensor
 
 __all__ = ["Policy", "RecencyWindow", "SinkPlusWindow", "AccumulatedAttention", "OutputError", "HeadWise",
            "recency_window", "sink_plus_window", "accumulated_attention", "output_error", "headwise",
-           "eviction_output_change", "group_sum"]
+           "eviction_output_change", "group_sum", "top_budget"]
 
 
 def eviction_output_change(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -73,6 +73,19 @@ def group_sum(weights: torch.Tensor, n_kv_heads: int) -> torch.Tensor:
     return weights.reshape(b, n_kv_heads, h // n_kv_heads, *weights.shape[2:]).sum(2)
 
 
+def top_budget(scores: torch.Tensor, budget: int, recent: int = 1) -> torch.Tensor:
+    """Positions to keep: the ``recent`` newest, then the highest ``scores (..., n)``, ``budget`` in all, ascending."""
+    check_tensor(scores, "scores")
+    check_positive_int(budget, "budget")
+    n = scores.shape[-1]
+    if not 0 <= recent <= budget <= n:
+        raise ValueError(f"need 0 <= recent <= budget <= n, got recent={recent}, budget={budget}, n={n}")
+    s = scores.clone()
+    if recent:
+        s[..., n - recent:] = float("inf")
+    return s.topk(budget, dim=-1).indices.sort(-1).values
+
+
 class Policy:
     """Base class: keeps everything. Subclasses override :meth:`scores` or :meth:`update`.
 
@@ -98,9 +111,7 @@ class Policy:
         """The positions to keep, ``(B, Hkv, budget)`` or ``(budget,)``, when ``len(cache) > budget``."""
         if scores is None:
             return None
-        s = scores.clone()
-        s[..., -1] = float("inf")  # the newest token stays
-        return s.topk(self.budget, dim=-1).indices.sort(-1).values
+        return top_budget(scores, self.budget, getattr(self, "recent", 1))
 
     def update(self, layer: int, cache, weights: torch.Tensor) -> None:
         s = self.scores(layer, cache, weights)  # running statistics are updated at every step
@@ -155,9 +166,7 @@ class AccumulatedAttention(Policy):
         if old is not None:
             new[..., :old.shape[-1]] += old
         self.state[layer] = new
-        s = new.clone()
-        s[..., s.shape[-1] - self.recent:] = float("inf")
-        return s
+        return new
 
 
 class OutputError(AccumulatedAttention):
