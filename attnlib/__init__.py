@@ -14,6 +14,7 @@ One idea per module:
 * :mod:`attnlib.seq2seq`, :mod:`attnlib.pointer` - GRU encoder-decoder attention, pointer networks.
 * :mod:`attnlib.position` - sinusoidal, learned, relative, rotary, ALiBi and contextual positions.
 * :mod:`attnlib.lengthgen` - threshold-relative and monotonic location attention.
+* :mod:`attnlib.kv` - the key/value cache, incremental decoding, eviction policies, Loki.
 * :mod:`attnlib.sparse` - sparse patterns, receptive fields, MoBA, k-means routing, landmark and SEA selection.
 * :mod:`attnlib.flex` - a dense reference of FlexAttention's score_mod/mask_mod model and its block summaries.
 * :mod:`attnlib.models` - a small causal Transformer with pluggable parts, and its trainer.
@@ -32,12 +33,12 @@ boolean with True = attend, a fully masked row gives zeros, bad input raises a
 ``ValueError``/``TypeError`` that names the argument.
 """
 
-from . import (bench, checks, core, data, flex, heads, interp, kernels, lengthgen, linear, masks, memory, models,
+from . import (bench, checks, core, data, flex, heads, interp, kernels, kv, lengthgen, linear, masks, memory, models,
                normalizers, pointer, position, prob, rank, resources, scores, seq2seq, sinks, sparse, utils,
                validation)
 
 __version__ = "0.1.0"
 
-__all__ = ["bench", "checks", "core", "data", "flex", "heads", "interp", "kernels", "lengthgen", "linear", "masks",
-           "memory", "models", "normalizers", "pointer", "position", "prob", "rank", "resources", "scores",
+__all__ = ["bench", "checks", "core", "data", "flex", "heads", "interp", "kernels", "kv", "lengthgen", "linear",
+           "masks", "memory", "models", "normalizers", "pointer", "position", "prob", "rank", "resources", "scores",
            "seq2seq", "sinks", "sparse", "utils", "validation", "__version__"]

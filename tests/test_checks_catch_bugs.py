@@ -1,6 +1,6 @@
 """Each lab's check cells must fail on wrong answers (a check that cannot fail is a defect).
 
-Covered: labs 01-09, 12, 13 and the kernel labs 15-18; every exercise of a covered lab has at least one mutation.
+Covered: labs 01-10, 12, 13 and the kernel labs 15-18; every exercise of a covered lab has at least one mutation.
 Each mutation breaks one exercise of a lab's solution the way a student might (the comments say how);
 running that exercise's check cells must then raise an AssertionError naming the exercise, before any
 kernel writes outside a buffer. Every unbroken solution passes all of its checks. The kernel labs
@@ -213,6 +213,26 @@ MUTATIONS = {  # lab -> (exercise, text in the solution, the broken text)
         ("18.4", 'shift = tl.where(m_new == float("-inf"), 0.0, m_new)',
          "shift = m_new"),  # no guard: a row with no visible key yet gives -inf - (-inf) = NaN
         ("18.4", "keep = ok[None, :]", "keep = offs_m[:, None] < L"),  # keys past L not masked
+    ],
+    "lab10_kv_cache_and_decoding": [
+        ("10.1", "self.k[:, :, self.n:self.n + t] = k", "self.k[:, :, self.n:self.n + t] = v"),  # keys overwritten by values
+        ("10.1", "        self.n += t\n", "        self.n = t\n"),  # length reset instead of grown
+        ("10.1", "idx = torch.as_tensor(keep).long().sort().values", "idx = torch.as_tensor(keep).long()"),  # order lost
+        ("10.1", "return 2 * self.k.shape[0] * self.k.shape[1] * self.n", "return self.k.shape[0] * self.k.shape[1] * self.n"),
+        # bytes of the keys only
+        ("10.1", "        if self.n + t > self.max_len:\n", "        if self.n + t > self.max_len + 1:\n"),  # off by one
+        ("10.2", "logits = model.forward_cached(nxt, caches, p + t)[0]",
+         "logits = model.forward_cached(nxt, caches, p + t + 1)[0]"),  # position off by one (RoPE)
+        ("10.2", "logits = model.forward_cached(prompt, caches, 0)[0][:, -1:]",
+         "logits = model.forward_cached(prompt, caches, 0)[0][:, :1]"),  # first logits of the prompt, not the last
+        ("10.3", "s[..., s.shape[-1] - recent:] = float(\"inf\")", "s[..., :recent] = float(\"inf\")"),  # oldest kept
+        ("10.3", "return s.topk(budget, dim=-1).indices.sort(-1).values", "return s.topk(budget, dim=-1).indices"),
+        ("10.4", "factor = (weights / torch.where(rest > 0, rest, torch.ones_like(rest)))[..., None]",
+         "factor = weights[..., None]"),  # forgot the renormalisation 1 / (1 - a_j)
+        ("10.4", "factor * (o - values)", "factor * (values - o)"),  # sign flipped
+        ("10.5", "eigenvectors.flip(-1)[..., :rank]", "eigenvectors[..., :rank]"),  # smallest directions kept
+        ("10.5", "moment = keys.transpose(-2, -1) @ keys / keys.shape[-2]", "moment = q.transpose(-2, -1) @ q"),
+        # basis of the queries, not the keys
     ],
     "lab12_sinks_and_massive_activations": [
         ("12.1", "sees = torch.arange(lk)[None, :] <= torch.arange(lq)[:, None] + (lk - lq)",
