@@ -21,7 +21,6 @@ caches are what the split-KV kernel :func:`attnlib.kernels.flash_decode` handles
 
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 
