@@ -176,6 +176,28 @@ ALTERNATIVES = {  # lab -> (exercise, text in the solution, a correct alternativ
          "        tried = [(evaluate(removed(lh)), lh) for lh in left]\n"
          "        score, (layer, head) = max(tried, key=lambda t: t[0])\n"),
     ],
+    "lab10_kv_cache_and_decoding": [
+        # nbytes from numel, evict with index_select
+        ("10.1", "return 2 * self.k.shape[0] * self.k.shape[1] * self.n * self.k.shape[3] * self.k.element_size()",
+         "return (self.keys().numel() + self.values().numel()) * self.k.element_size()"),
+        ("10.1", "k, v = self.keys()[:, :, idx], self.values()[:, :, idx]",
+         "k, v = self.keys().index_select(2, idx), self.values().index_select(2, idx)"),
+        # prefill the prompt one token at a time too
+        ("10.2", "logits = model.forward_cached(prompt, caches, 0)[0][:, -1:]  # (B, 1, V)",
+         "for s in range(p):\n            logits = model.forward_cached(prompt[:, s:s + 1], caches, s)[0]"),
+        # sort the older positions by score and append the recent ones
+        ("10.3", "    s = scores.clone()\n    if recent:",
+         "    n = scores.shape[-1]\n    top = scores[..., :n - recent].argsort(-1, descending=True)[..., :budget - recent]\n"
+         "    recent_idx = torch.arange(n - recent, n).expand(*scores.shape[:-1], recent)\n"
+         "    return torch.cat([top, recent_idx], -1).sort(-1).values\n    s = scores.clone()\n    if recent:"),
+        # recompute the renormalised output, then subtract
+        ("10.4", "    return torch.where(rest[..., None] > 0, factor * (o - values), -o.expand_as(values))",
+         "    safe = torch.where(rest > 0, rest, torch.ones_like(rest))[..., None]\n"
+         "    return torch.where(rest[..., None] > 0, (o - weights[..., None] * values) / safe - o, -o.expand_as(values))"),
+        # the basis from an SVD of the keys instead of eigh of the second moment
+        ("10.5", "    u = torch.linalg.eigh(moment).eigenvectors.flip(-1)[..., :rank]  # (..., d, r)",
+         "    u = torch.linalg.svd(keys, full_matrices=False).Vh.transpose(-2, -1)[..., :rank]"),
+    ],
     "lab15_triton_basics": [
         # masked lanes loaded as 0 and the sum stored through tl.where-free masking (other=0.0 on both loads)
         ("15.1", "    x = tl.load(X + offsets, mask=mask)\n    y = tl.load(Y + offsets, mask=mask)\n",
