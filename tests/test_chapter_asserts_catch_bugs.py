@@ -44,8 +44,9 @@ MUTATIONS = {
 
     "05_rank_limits": [
         # Eckart-Young with an off-by-one: the tail sum starts one singular value late
-        ("import attnlib\n", "import attnlib\nimport attnlib.rank as _r\n_ey = _r.eckart_young_error\n"
-         "_r.eckart_young_error = lambda s, r: _ey(s, r + 1)\n", "torch.testing.assert_close(svd_err, bound)"),
+        ("seed_everything\n", "seed_everything\n"
+         "eckart_young_error = lambda s, r, _ey=eckart_young_error: _ey(s, r + 1)\n",
+         "torch.testing.assert_close(svd_err, bound)"),
         # an under-trained low-rank fit does not come within 1% of the bound
         ("steps=200 if FAST else 400, lr=0.05, seed=r", "steps=20 if FAST else 400, lr=0.05, seed=r",
          "assert err <= 1.01 * bound"),
@@ -82,19 +83,22 @@ MUTATIONS = {
         ("bounded = [distinguishability(k, 1.0) for k in ks_v]",
          "bounded = [distinguishability(k, max(1.0, 2 * math.log(k))) for k in ks_v]", "assert read_b[0] > 0.95"),
         # a softmax Jacobian that forgets the temperature
-        ("import attnlib\n", "import attnlib\nimport attnlib.normalizers as _n\n_sj = _n.softmax_jacobian\n"
-         "_n.softmax_jacobian = lambda s, temperature=1.0: _sj(s, 1.0)\n",
+        ("seed_everything\n", "seed_everything\n"
+         "softmax_jacobian = lambda s, temperature=1.0, _sj=softmax_jacobian: _sj(s, 1.0)\n",
          "torch.testing.assert_close(softmax_jacobian(tied, t), auto)"),
         # log-n logit scaling slipped into the dilution cell: the closed form no longer holds
         ("    p = torch.softmax(s, -1)\n    relevant_mass", "    p = torch.softmax(s * math.log(n_ctx), -1)\n    relevant_mass",
          "assert all(a > b for a, b in zip(relevant_mass"),
         # sparsemax replaced by softmax: no exact zeros
-        ("import attnlib\n", "import attnlib\nimport attnlib.normalizers as _n\n"
-         "_n.sparsemax = lambda x, dim=-1: torch.softmax(x, dim)\n", "assert (sparsemax(rows / t) == 0).any()"),
+        ("seed_everything\n", "seed_everything\nsparsemax = lambda x, dim=-1: torch.softmax(x, dim)\n",
+         "assert (sparsemax(rows / t) == 0).any()"),
         # every normalizer silently falls back to softmax: the sink and sigmoid spend a full unit
-        ("import attnlib\n", "import attnlib\nimport attnlib.normalizers as _n\n"
-         "_n.normalize = lambda s, normalizer='softmax', **kw: torch.softmax(s, -1)\n",
+        ("seed_everything\n", "seed_everything\n"
+         "normalize = lambda s, normalizer='softmax', **kw: torch.softmax(s, -1)\n",
          'assert total["softmax + sink (z0 = 0)"] < 1'),
+        # the float32 underflow threshold misremembered as about 110
+        ("torch.tensor([-103.0, -105.0], dtype=torch.float32)", "torch.tensor([-108.0, -110.0], dtype=torch.float32)",
+         "assert e32[0] > 0 and e32[1] == 0"),
     ],
 
     "07_expressivity_and_dynamics": [
