@@ -146,8 +146,8 @@ def attention_stack(x: torch.Tensor, depth: int, *, skip: bool, seed: int = 0, w
       the logits keep their scale from layer to layer, as in a Transformer;
     * ``"layernorm"``: every row centred and rescaled to unit variance (LayerNorm without gain);
     * ``"frobenius"``: the whole of :math:`X` rescaled to unit Frobenius norm. Each row then has
-      norm about :math:`1/\sqrt n`, the logits shrink by a factor of about :math:`n` and attention is
-      almost uniform: what collapses is plain averaging, not attention;
+      norm about :math:`1/\sqrt n` instead of :math:`\sqrt d`, the logits (quadratic in :math:`X`) shrink by a
+      factor of about :math:`n d` and attention is almost uniform: what collapses is plain averaging, not attention;
     * ``"none"``: nothing.
 
     Weights are Gaussian with std ``weight_scale / sqrt(d)``, fresh per layer. Returns the
