@@ -4,7 +4,9 @@ Each mutation breaks one step of a chapter (an attnlib function it calls or the 
 a careless author might; running the chapter up to the cell named by ``stop_after`` must then raise an
 AssertionError. The unbroken chapters run under nbval (``pytest chapters/``). Mutations that break an attnlib
 function do it in the chapter's setup cell (e.g. replace ``import attnlib`` with that import followed by an
-assignment), so the library on disk is never touched.
+assignment), so the library on disk is never touched. Prefer rebinding the name the chapter imported (after its
+``from attnlib... import`` lines) to assigning an attribute of an attnlib module: a patched module attribute stays
+patched for every later test in the same process.
 """
 
 import pytest
@@ -27,6 +29,10 @@ MUTATIONS = {
         ("seed_everything\n", "seed_everything\n"
          "gaussian_key_posterior = lambda q, k, sigma: torch.softmax(q @ k.T / sigma**2, -1)\n",
          "assert gap > 1e-3"),
+        # the Gaussian likelihood without its factor 2: exp(-||q - k||^2 / sigma^2), a temperature of sigma^2 / 2
+        ("seed_everything\n", "seed_everything\n"
+         "gaussian_key_posterior = lambda q, k, sigma, _g=gaussian_key_posterior: _g(q, k, sigma / 2**0.5)\n",
+         "torch.testing.assert_close(post, torch.softmax(q @ k.T / sigma**2"),
         # queries simulated with twice the noise the posterior assumes: miscalibrated on average
         ("queries = keys[z] + sigma * torch.randn", "queries = keys[z] + 2 * sigma * torch.randn",
          "assert abs(acc.mean() - conf.mean())"),
@@ -43,6 +49,11 @@ MUTATIONS = {
     ],
 
     "05_rank_limits": [
+        # a rank tolerance far too loose: small singular values of QK^T are counted as zero
+        ("seed_everything\n", "seed_everything\nlogit_rank = lambda q, k, tol=None, _lr=logit_rank: _lr(q, k, tol=10.0)\n",
+         "assert ranks == [min(d_h, n)"),
+        # an under-trained pattern fit (a few steps): the full-width head no longer reaches the dense target
+        ("steps = 120 if FAST else 200", "steps = 3 if FAST else 200", 'assert kl["dense softmax(G)"][-1] < 0.05'),
         # Eckart-Young with an off-by-one: the tail sum starts one singular value late
         ("seed_everything\n", "seed_everything\n"
          "eckart_young_error = lambda s, r, _ey=eckart_young_error: _ey(s, r + 1)\n",
