@@ -11,7 +11,8 @@ r"""Rank limits of attention: measuring and fitting low-rank logits, rank collap
   rank-:math:`r` product can do better (:func:`fit_low_rank_logits`).
 * Rank collapse (Dong, Cordonnier & Loukas, 2021, *background, not a seed*): in a
   stack of pure attention layers every output row is a convex combination of
-  value rows, so the rows drift together; :func:`collapse_residual`
+  value rows, so the rows drift together (:func:`attention_stack`, with a per-row
+  normalisation so that the logits keep their scale); :func:`collapse_residual`
   :math:`= \lVert X - \mathbf 1 \bar x^\top \rVert_F / \lVert X \rVert_F` measures
   how far :math:`X` is from having identical rows.
 * :func:`dims_for_variance` counts the principal directions needed for a share of
@@ -134,27 +135,49 @@ def collapse_residual(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.norm(centred, dim=(-2, -1)) / torch.linalg.norm(x, dim=(-2, -1))
 
 
-def attention_stack(x: torch.Tensor, depth: int, *, skip: bool, seed: int = 0, weight_scale: float = 1.0):
-    r"""Run ``depth`` random single-head self-attention layers (no MLP, no norm) on ``x`` ``(n, d)``.
+def attention_stack(x: torch.Tensor, depth: int, *, skip: bool, seed: int = 0, weight_scale: float = 1.0,
+                    norm: str = "rms", return_entropy: bool = False):
+    r"""Run ``depth`` random single-head self-attention layers (no MLP) on ``x`` ``(n, d)``.
 
     Layer: :math:`X \leftarrow \operatorname{softmax}(X W_Q W_K^\top X^\top/\sqrt d)\, X W_V`,
-    plus :math:`X` itself when ``skip``. Weights are Gaussian with std
-    ``weight_scale / sqrt(d)``, fresh per layer. Returns the ``depth + 1`` values of
-    :func:`collapse_residual` (input first).
+    plus :math:`X` itself when ``skip``, then a normalisation:
+
+    * ``"rms"`` (default): every row rescaled to root-mean-square 1 (RMSNorm without gain), so
+      the logits keep their scale from layer to layer, as in a Transformer;
+    * ``"layernorm"``: every row centred and rescaled to unit variance (LayerNorm without gain);
+    * ``"frobenius"``: the whole of :math:`X` rescaled to unit Frobenius norm. Each row then has
+      norm about :math:`1/\sqrt n` instead of :math:`\sqrt d`, the logits (quadratic in :math:`X`) shrink by a
+      factor of about :math:`n d` and attention is almost uniform: what collapses is plain averaging, not attention;
+    * ``"none"``: nothing.
+
+    Weights are Gaussian with std ``weight_scale / sqrt(d)``, fresh per layer. Returns the
+    ``depth + 1`` values of :func:`collapse_residual` (input first) and, with ``return_entropy``,
+    also the ``depth`` mean row entropies (nats) of the attention matrices, layer by layer.
     """
     _check_matrix(x, "x")
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
         raise ValueError(f"depth must be a non-negative int, got {depth!r}")
+    if norm not in ("rms", "layernorm", "frobenius", "none"):
+        raise ValueError(f"norm must be 'rms', 'layernorm', 'frobenius' or 'none', got {norm!r}")
     g = torch.Generator().manual_seed(seed)
     d = x.shape[-1]
-    out = [collapse_residual(x)]
+    out, entropies = [collapse_residual(x)], []
     for _ in range(depth):
         wq, wk, wv = (torch.randn(d, d, generator=g, dtype=x.dtype) * weight_scale / d**0.5 for _ in range(3))
-        a = torch.softmax((x @ wq) @ (x @ wk).transpose(-2, -1) / d**0.5, dim=-1)
+        a = torch.softmax((x @ wq) @ (x @ wk).transpose(-2, -1) / d**0.5, dim=-1)  # (..., n, n)
+        entropies.append(-(a * a.clamp_min(1e-300).log()).sum(-1).mean(-1))
         y = a @ (x @ wv)
         x = x + y if skip else y
-        x = x / x.norm(dim=(-2, -1), keepdim=True)  # rescaling does not change the measure; keeps numbers tame
+        if norm == "rms":
+            x = x / x.pow(2).mean(-1, keepdim=True).sqrt()
+        elif norm == "layernorm":
+            x = x - x.mean(-1, keepdim=True)
+            x = x / x.pow(2).mean(-1, keepdim=True).sqrt()
+        elif norm == "frobenius":
+            x = x / x.norm(dim=(-2, -1), keepdim=True)
         out.append(collapse_residual(x))
+    if return_entropy:
+        return torch.stack(out), torch.stack(entropies)
     return torch.stack(out)
 
 

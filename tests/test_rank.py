@@ -57,6 +57,27 @@ def test_collapse_residual_and_attention_stack():
     assert attention_stack(x, 8, skip=True, seed=0)[-1] > 100 * no_skip[-1]
 
 
+def test_attention_stack_norms_keep_or_lose_the_logit_scale():
+    x = torch.randn(16, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    log_n = torch.log(torch.tensor(16.0, dtype=torch.float64))
+    res_rms, ent_rms = attention_stack(x, 6, skip=False, seed=1, norm="rms", return_entropy=True)
+    res_frob, ent_frob = attention_stack(x, 6, skip=False, seed=1, norm="frobenius", return_entropy=True)
+    assert ent_rms.shape == (6,) and res_rms.shape == (7,)
+    assert ent_rms[1] < log_n - 0.05 and ent_frob[1] > log_n - 1e-3  # whole-matrix scaling: uniform attention
+    torch.testing.assert_close(ent_rms[0], ent_frob[0])  # same first layer
+    for norm in ("rms", "layernorm", "none"):
+        assert attention_stack(x, 8, skip=False, seed=0, norm=norm)[-1] < 1e-6  # collapse survives per-row norms
+    # the rms stack equals a hand-written loop: softmax(X Wq (X Wk)^T / sqrt d) X Wv, then rows to RMS 1
+    g = torch.Generator().manual_seed(2)
+    wq, wk, wv = (torch.randn(32, 32, generator=g, dtype=torch.float64) / 32**0.5 for _ in range(3))
+    a = torch.softmax((x @ wq) @ (x @ wk).T / 32**0.5, -1)
+    y = x + a @ x @ wv
+    y = y / y.pow(2).mean(-1, keepdim=True).sqrt()
+    torch.testing.assert_close(attention_stack(x, 1, skip=True, seed=2, norm="rms")[-1], collapse_residual(y))
+    with pytest.raises(ValueError, match="norm"):
+        attention_stack(x, 2, skip=False, norm="batch")
+
+
 def test_dims_for_variance_and_effective_rank():
     g = torch.Generator().manual_seed(2)
     x = torch.randn(500, 3, generator=g, dtype=torch.float64) @ torch.randn(3, 10, generator=g, dtype=torch.float64)
