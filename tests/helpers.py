@@ -93,12 +93,19 @@ def run_chapter(chapter: str, old: str = "", new: str = "", *, stop_after: str |
         cells = cells[: found[0] + 1]
     previous = os.environ.get("ATTN_FAST")
     os.environ["ATTN_FAST"] = "1"
+    # A mutation may patch an attnlib attribute in the setup cell: put every attnlib module back afterwards.
+    saved = {name: dict(vars(m)) for name, m in list(sys.modules.items()) if name.split(".")[0] == "attnlib"}
     try:
         import matplotlib.pyplot as plt
 
         plt.show = lambda *args, **kwargs: plt.close("all")
         _run_cells(f"chapter_{chapter}", cells)
     finally:
+        for name, contents in saved.items():
+            namespace = vars(sys.modules[name])
+            for key in set(namespace) - set(contents):
+                del namespace[key]
+            namespace.update(contents)
         if previous is None:
             os.environ.pop("ATTN_FAST", None)
         else:

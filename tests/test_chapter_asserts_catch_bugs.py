@@ -4,9 +4,8 @@ Each mutation breaks one step of a chapter (an attnlib function it calls or the 
 a careless author might; running the chapter up to the cell named by ``stop_after`` must then raise an
 AssertionError. The unbroken chapters run under nbval (``pytest chapters/``). Mutations that break an attnlib
 function do it in the chapter's setup cell (e.g. replace ``import attnlib`` with that import followed by an
-assignment), so the library on disk is never touched. Prefer rebinding the name the chapter imported (after its
-``from attnlib... import`` lines) to assigning an attribute of an attnlib module: a patched module attribute stays
-patched for every later test in the same process.
+assignment), so the library on disk is never touched; ``run_chapter`` puts every attnlib module back afterwards,
+so a patched attribute does not leak into later tests (rebinding the name the chapter imported is clearer still).
 """
 
 import pytest
