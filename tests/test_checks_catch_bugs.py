@@ -1,6 +1,6 @@
 """Each lab's check cells must fail on wrong answers (a check that cannot fail is a defect).
 
-Covered: labs 01-10, 12, 13 and the kernel labs 15-18; every exercise of a covered lab has at least one mutation.
+Covered: labs 01-10, 12, 13, 14 and the kernel labs 15-18; every exercise of a covered lab has at least one mutation.
 Each mutation breaks one exercise of a lab's solution the way a student might (the comments say how);
 running that exercise's check cells must then raise an AssertionError naming the exercise, before any
 kernel writes outside a buffer. Every unbroken solution passes all of its checks. The kernel labs
@@ -327,6 +327,42 @@ MUTATIONS = {  # lab -> (exercise, text in the solution, the broken text)
         ("13.5", "mass.clamp(max=1 - 1e-6)", "mass"),  # no clip: infinite when all the mass is impermissible
         ("13.5", "-torch.log1p(-mass.clamp(max=1 - 1e-6)).mean()", "mass.mean()"),  # linear in the mass
         ("13.5", "mass = (weights * mask).sum(-1)", "mass = (weights * ~mask).sum(-1)"),  # the permitted mass
+    ],
+    "lab14_heads_as_mechanisms": [
+        ("14.1", "targets[:, :, 1:] = same[:, :, :-1]  # key k = j + 1",
+         "targets = same.clone()  # key k = j + 1"),  # attends to the earlier occurrence itself, not its successor
+        ("14.1", "targets &= pos[None, :] < pos[:, None]  # k < i", "targets &= pos[None, :] <= pos[:, None]  # k < i"),
+        ("14.1", "return (mass * has).sum((0, 2)) / has.sum((0, 2)).clamp_min(1)",
+         "return mass.mean((0, 2))"),  # averaged over every query, including those with no target
+        ("14.1", "targets[:, :, 1:] = same[:, :, :-1]  # key k = j + 1",
+         "targets[:, :, :-1] = same[:, :, 1:]  # key k = j + 1"),  # the token before, not after
+        ("14.2", "top = weights.argmax(-1)  # (B, H, Lq)",
+         "top = weights.mean(1, keepdim=True).argmax(-1).expand(-1, weights.shape[1], -1)"),  # heads averaged first
+        ("14.2", "match = (generated[:, :, None] == tokens[:, None, :]) & needle[:, None, :]",
+         "match = (generated[:, :, None] == tokens[:, None, :])"),  # copying from outside the needle counts
+        ("14.2", "/ steps.sum().clamp_min(1)", "/ steps.numel()"),  # divided by all queries, not the steps
+        ("14.2", "steps = match.any(-1) & (generated >= 0)", "steps = generated >= 0"),  # steps not in the needle
+        ("14.3", "gate[head * mha.head_dim:(head + 1) * mha.head_dim] = 0.0",
+         "gate[head::mha.n_heads] = 0.0"),  # strided slice: the wrong features
+        ("14.3", "    finally:\n        for handle in handles:\n            handle.remove()\n",
+         "    finally:\n        pass\n"),  # hooks left on after the with block
+        ("14.3", "handles.append(mha.o_proj.register_forward_pre_hook(hook))",
+         "handles.append(mha.v_proj.register_forward_pre_hook(hook))"),  # gates the input of v_proj
+        ("14.3", "    try:\n        yield model\n    finally:\n        for handle in handles:\n            handle.remove()\n",
+         "    yield model\n    for handle in handles:\n        handle.remove()\n"),  # not removed on an exception
+        ("14.4", "a_ctx = weights[..., :n_context].mean(-1)", "a_ctx = weights[..., :n_context].sum(-1)"),  # sums
+        ("14.4", "visible = (torch.arange(lq) + lk - lq - n_context + 1).clamp(0, lk - n_context)",
+         "visible = torch.full((lq,), lk - n_context)"),  # counts keys a causal row cannot see
+        ("14.4", "ratio = a_ctx / (a_ctx + a_new).clamp_min(1e-30)",
+         "ratio = a_new / (a_ctx + a_new).clamp_min(1e-30)"),  # the generated share
+        ("14.4", "a_new = weights[..., n_context:].sum(-1) / visible.clamp_min(1)",
+         "a_new = weights[..., n_context:].mean(-1)"),  # mean over every generated key, visible or not
+        ("14.5", "return logits_base + alpha * (logits_base - logits_masked)",
+         "return logits_base - alpha * logits_masked"),  # base not amplified
+        ("14.5", "return logits_base + alpha * (logits_base - logits_masked)",
+         "return (1 - alpha) * logits_base + alpha * logits_masked"),  # interpolation instead of contrast
+        ("14.5", "return logits_base + alpha * (logits_base - logits_masked)",
+         "return torch.log_softmax(logits_base + alpha * (logits_base - logits_masked), -1)"),  # not the logits
     ],
     "lab08_linear_attention": [
         ("8.1", "return F.elu(x) + 1", "return F.elu(x)"),  # forgot the +1: features go negative

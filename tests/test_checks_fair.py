@@ -27,6 +27,32 @@ KERNEL_LABS = {"lab15_triton_basics", "lab16_flash_forward", "lab17_flash_backwa
                "lab18_decoding_and_sparse_kernels"}
 
 ALTERNATIVES = {  # lab -> (exercise, text in the solution, a correct alternative)
+    "lab14_heads_as_mechanisms": [
+        # the induction score with an explicit loop over queries
+        ("14.1", "    n = tokens.shape[1]\n    same = tokens[:, :, None] == tokens[:, None, :]  # (B, i, j)\n",
+         "    b, h, n, _ = weights.shape\n"
+         "    total, count = torch.zeros(h), 0\n"
+         "    for bb in range(b):\n"
+         "        for i in range(n):\n"
+         "            ks = [j + 1 for j in range(i - 1) if tokens[bb, j] == tokens[bb, i]]\n"
+         "            if ks:\n"
+         "                total += weights[bb, :, i, ks].sum(-1)\n"
+         "                count += 1\n"
+         "    return total / max(count, 1)\n"),
+        # the visible count as a minimum, the context mean as a sum over N
+        ("14.4", "    a_ctx = weights[..., :n_context].mean(-1)\n",
+         "    visible = torch.minimum(torch.arange(lq) + lk - lq - n_context + 1, torch.tensor(lk - n_context)).clamp(0)\n"
+         "    a_ctx = weights[..., :n_context].sum(-1) / n_context\n"),
+        ("14.5", "return logits_base + alpha * (logits_base - logits_masked)",
+         "return (1 + alpha) * logits_base - alpha * logits_masked"),
+        # the gate as a clone with the slices zeroed
+        ("14.3", "        def hook(module, args, gate=gate):\n            return (args[0] * gate,)\n",
+         "        def hook(module, args, off=off, d=mha.head_dim):\n"
+         "            x = args[0].clone()\n"
+         "            for head in off:\n"
+         "                x[..., head * d:(head + 1) * d] = 0\n"
+         "            return (x,) + args[1:]\n"),
+    ],
     "lab01_scaled_dot_product": [
         # divide by sqrt(d) instead of multiplying by its inverse, and write the product as an einsum
         ("1.1", "    if scale is None:\n        scale = 1.0 / math.sqrt(q.shape[-1])\n    return (q @ k.transpose(-2, -1)) * scale\n",
