@@ -17,6 +17,7 @@ One idea per module:
 * :mod:`attnlib.kv` - the key/value cache, incremental decoding, eviction policies, Loki.
 * :mod:`attnlib.sparse` - sparse patterns, receptive fields, MoBA, k-means routing, landmark and SEA selection.
 * :mod:`attnlib.flex` - a dense reference of FlexAttention's score_mod/mask_mod model and its block summaries.
+* :mod:`attnlib.expressivity` - what one layer can do: the prefix decomposition, the scan-and-snap toy.
 * :mod:`attnlib.models` - a small causal Transformer with pluggable parts, and its trainer.
 * :mod:`attnlib.interp` - explanations: attention rollout and flow, gradients, rank agreement, deception.
 * :mod:`attnlib.sinks` - attention sinks and massive activations: metrics, calibration, sink-free layers.
@@ -36,9 +37,11 @@ boolean with True = attend, a fully masked row gives zeros, bad input raises a
 from . import (bench, checks, core, data, flex, heads, interp, kernels, kv, lengthgen, linear, masks, memory, models,
                normalizers, pointer, position, prob, rank, resources, scores, seq2seq, sinks, sparse, utils,
                validation)
+from . import expressivity
 
 __version__ = "0.1.0"
 
 __all__ = ["bench", "checks", "core", "data", "flex", "heads", "interp", "kernels", "kv", "lengthgen", "linear",
            "masks", "memory", "models", "normalizers", "pointer", "position", "prob", "rank", "resources", "scores",
-           "seq2seq", "sinks", "sparse", "utils", "validation", "__version__"]
+           "seq2seq", "sinks", "sparse", "utils", "validation", "__version__",
+           "expressivity"]

@@ -112,6 +112,26 @@ MUTATIONS = {
     ],
 
     "07_expressivity_and_dynamics": [
+        # A wrong lambda (the prefix's share of the mass scaled by 0.9): the prefix identity must fail.
+        ("from attnlib.utils import fast_mode, seed_everything\n",
+         "from attnlib.utils import fast_mode, seed_everything\n"
+         "prefix_decomposition = (lambda f: lambda *a, **k: (lambda r: (0.9 * r[0], r[1], r[2]))(f(*a, **k)))("
+         "prefix_decomposition)\n",
+         "largest deviation from the identity"),
+        # Lambda from the wrong normaliser (Z_P / Z_C instead of Z_P / (Z_P + Z_C)): still caught.
+        ("from attnlib.utils import fast_mode, seed_everything\n",
+         "from attnlib.utils import fast_mode, seed_everything\n"
+         "prefix_decomposition = (lambda f: lambda *a, **k: (lambda r: (r[0] / (1 - r[0]), r[1], r[2]))(f(*a, **k)))("
+         "prefix_decomposition)\n",
+         "largest deviation from the identity"),
+        # The learning rates swapped (attention faster in both runs): the "no winner-takes-all" assert must fail.
+        ("lr_attention=1.0, lr_decoder=ratio", "lr_attention=1.0, lr_decoder=min(ratio, 1 / ratio)",
+         "Snap, not winner-takes-all"),
+        # The topic measure forgets to separate copies of the query's word: the topic checks must fail.
+        ("a[same_topic & ~equal]", "a[same_topic]", "every position makes copies"),
+        # The counting feature with a causal mask shifted by one (attends to the next token too).
+        ("causal = torch.ones(L, L, dtype=torch.bool).tril()", "causal = torch.ones(L, L, dtype=torch.bool).tril(1)",
+         "running fraction of a's exactly"),
     ],
 }
 

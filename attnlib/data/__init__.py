@@ -9,6 +9,7 @@ seed. The token constants of each family live in its module.
 * :mod:`attnlib.data.languages` - mildly context-sensitive languages (a^n b^n c^n, ...).
 * :mod:`attnlib.data.passkey` - passkey retrieval: one marked token at a chosen depth in long filler.
 * :mod:`attnlib.data.markov` - a Markov-chain language-model corpus with in-context triggers.
+* :mod:`attnlib.data.topics` - an LDA-like corpus: documents mixing topics with disjoint words.
 """
 
 from .languages import LanguageBatch, mcsl, mcsl_vocab_size
@@ -16,6 +17,7 @@ from .markov import lm_batch, markov_chain, markov_corpus
 from .passkey import PasskeyBatch, passkey_task, passkey_vocab
 from .recall import TaskBatch, associative_recall, counting, flip_flop, selective_copy
 from .sequences import SequenceBatch, reversal_task, sorting_task
+from .topics import TopicCorpus, lda_corpus
 
 __all__ = [
     "SequenceBatch", "reversal_task", "sorting_task",
@@ -23,4 +25,5 @@ __all__ = [
     "LanguageBatch", "mcsl", "mcsl_vocab_size",
     "PasskeyBatch", "passkey_task", "passkey_vocab",
     "markov_chain", "markov_corpus", "lm_batch",
+    "TopicCorpus", "lda_corpus",
 ]
