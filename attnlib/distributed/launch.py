@@ -35,7 +35,7 @@ __all__ = ["spawn", "init_from_env"]
 def _child(fn, rank, world, args, workdir, backend, timeout):
     code = 0
     try:
-        threading.Timer(timeout, os._exit, (3,)).start()  # the watchdog: no rank outlives the timeout
+        threading.Timer(timeout + 3, os._exit, (3,)).start()  # the watchdog: no rank outlives the timeout long
         torch.set_num_threads(1)
         dist.init_process_group(backend, init_method=f"file://{workdir}/rendezvous", rank=rank, world_size=world,
                                 timeout=datetime.timedelta(seconds=timeout))
@@ -83,7 +83,7 @@ def spawn(fn, world: int, *args, backend: str = "gloo", timeout: float = 60.0):
                  for r in range(world)]
         for p in procs:
             p.start()
-        deadline = time.monotonic() + timeout + 5
+        deadline = time.monotonic() + timeout + 1
         failed = None
         while time.monotonic() < deadline:
             codes = [p.exitcode for p in procs]
