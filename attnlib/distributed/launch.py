@@ -4,7 +4,8 @@
 in a notebook or a check cell runs without being importable), rendezvouses them through a file in a
 private temporary directory (no TCP port to pick; gloo then talks over the loopback interface), runs
 ``fn(rank, world, *args)`` in each and returns the per-rank results in rank order. A rank that raises,
-dies or outlives ``timeout`` ends the whole run with a ``RuntimeError`` (or ``TimeoutError``) naming it:
+dies or outlives ``timeout`` ends the whole run with a ``RuntimeError`` (or ``TimeoutError``) naming it
+(``NotImplementedError`` with its message if every failing rank raised that: an unfinished exercise):
 never a hang. Every rank's process group gets the same timeout, so a rank waiting for a dead peer fails
 too, and a watchdog ends a rank that outlives it.
 
@@ -45,9 +46,10 @@ def _child(fn, rank, world, args, workdir, backend, timeout):
         with open(f"{workdir}/result{rank}.pt", "wb") as f:
             f.write(buf.getvalue())
         dist.destroy_process_group()
-    except BaseException:  # noqa: BLE001 - reported to the parent, which raises
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises
         with open(f"{workdir}/error{rank}.txt", "w") as f:
-            f.write(traceback.format_exc())
+            f.write(("NotImplementedError\n" if isinstance(e, NotImplementedError) else "\n")
+                    + traceback.format_exc())
         code = 1
     finally:
         sys.stdout.flush()
@@ -97,12 +99,16 @@ def spawn(fn, world: int, *args, backend: str = "gloo", timeout: float = 60.0):
         if failed is not None:
             time.sleep(0.5)  # let the other ranks write their errors
             _stop(procs)
-            errors = []
+            errors, kinds = [], []
             for r in range(world):
                 path = f"{workdir}/error{r}.txt"
                 if os.path.exists(path):
                     with open(path) as f:
-                        errors.append(f"rank {r}:\n{f.read()}")
+                        kind, _, text = f.read().partition("\n")
+                    errors.append(f"rank {r}:\n{text}")
+                    kinds.append(kind)
+            if kinds and all(k == "NotImplementedError" for k in kinds):  # an unfinished exercise, said as such
+                raise NotImplementedError(errors[0].strip().splitlines()[-1].partition(": ")[2] or errors[0])
             first = errors[0] if errors else f"rank {failed} died with exit code {procs[failed].exitcode}"
             raise RuntimeError(f"rank {failed} of {world} failed (exit code {procs[failed].exitcode}); {first}"
                                + (f"\n(and {len(errors) - 1} more ranks failed)" if len(errors) > 1 else ""))
