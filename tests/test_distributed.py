@@ -65,7 +65,7 @@ def test_ring_and_ulysses_match_single_process_attention_and_gradients(world):
         for j, (name, expected) in enumerate([("output", o), ("dq", q.grad), ("dk", k.grad), ("dv", v.grad)]):
             got = unshard([r[i][j] for r in results], layout=layout)
             assert got.dtype == dtype, case
-            torch.testing.assert_close(got, expected.detach(), msg=lambda m: f"{case}: {name}: {m}")
+            torch.testing.assert_close(got, expected.detach(), msg=lambda m, c=case, n=name: f"{c}: {n}: {m}")
 
 
 def _wrong_calls(rank, world):

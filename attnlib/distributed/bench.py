@@ -10,6 +10,7 @@ in the ring (its schedule, no communication): the per-rank load that the zig-zag
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 
@@ -51,7 +52,7 @@ def time_schemes(rank: int, world: int, length: int, heads: int, dim: int, causa
         kwargs = {"layout": layout} if fn is ring_attention else {}
         got = fn(*mine, causal=causal, **kwargs)
         torch.testing.assert_close(got, shard(full, world, layout=layout)[rank], atol=1e-4, rtol=1e-4)
-        out[name] = _median_time(lambda: fn(*mine, causal=causal, **kwargs), repeats)
+        out[name] = _median_time(functools.partial(fn, *mine, causal=causal, **kwargs), repeats)
     return out
 
 
