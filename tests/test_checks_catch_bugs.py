@@ -1,6 +1,6 @@
 """Each lab's check cells must fail on wrong answers (a check that cannot fail is a defect).
 
-Covered: labs 01-10, 12, 13, 14 and the kernel labs 15-18; every exercise of a covered lab has at least one mutation.
+Covered: labs 01-10, 12, 13, 14, the kernel labs 15-18 and lab 19; every exercise of a covered lab has at least one mutation.
 Each mutation breaks one exercise of a lab's solution the way a student might (the comments say how);
 running that exercise's check cells must then raise an AssertionError naming the exercise, before any
 kernel writes outside a buffer. Every unbroken solution passes all of its checks. The kernel labs
@@ -389,6 +389,19 @@ MUTATIONS = {  # lab -> (exercise, text in the solution, the broken text)
         ("8.5", "s = decay[..., t, None, None] * s + fk[..., t, :, None] * v[..., t, None, :]",
          "s = decay[..., t, None, None] * (s + fk[..., t, :, None] * v[..., t, None, :])"),  # decays the new pair too
         ("8.5", "decay[..., t, None, None] * s", "decay[..., t - 1, None, None] * s"),  # gate of the previous step
+    ],
+    "lab19_context_parallel": [
+        ("19.1", "lse = torch.logaddexp(lse1, lse2)", "lse = torch.maximum(lse1, lse2)"),  # max, not log-sum-exp
+        ("19.1", "safe = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))", "safe = lse"),  # NaN if empty
+        ("19.1", "torch.exp(lse2 - safe).unsqueeze(-1) * o2", "torch.exp(lse2 - lse1).unsqueeze(-1) * o2"),  # wrong weight
+        ("19.2", "if not (causal and src > rank):", "if True:"),  # the causal skip is missing
+        ("19.2", ".tril() if causal and src == rank", ".triu() if causal and src == rank"),  # diagonal mask flipped
+        ("19.2", "kc, vc = nk, nv", "kc, vc = kc, vc"),  # never uses the block it received
+        ("19.3", "c[2 * world - 1 - r]", "c[world + r]"),  # early and late chunk, but not mirrored
+        ("19.3", "[h[1] for h in reversed(halves)]", "[h[1] for h in halves]"),  # late chunks in the wrong order
+        ("19.4", "x.chunk(world, dim=1)]  # head group g", "x.chunk(world, dim=-2)]  # head group g"),  # wrong split
+        ("19.4", "return torch.cat(recv, dim=-2)", "return torch.cat(recv, dim=1)"),  # gathered along the heads
+        ("19.4", "return torch.cat(recv, dim=1)\n", "return torch.cat(recv[::-1], dim=1)\n"),  # head groups reversed
     ],
 }
 CASES = [(lab, *m) for lab, mutations in MUTATIONS.items() for m in mutations]

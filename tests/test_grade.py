@@ -726,3 +726,50 @@ def test_a_synthetic_lab_with_gradients_and_classes(tmp_path):
     wrong_report = (out / "wrong.md").read_text()
     assert "Exercise 9.1: gradient differs" in wrong_report  # attnlib.checks' message for the wrong backward
     assert "does not require grad" in wrong_report  # the detached weight: backward() cannot run
+
+
+_LOOPBACK_PROBE = r'''
+import errno, socket, sys
+sys.path.insert(0, ROOT)
+out = []
+for host in ("192.0.2.1", "1.1.1.1", "10.0.0.1"):  # nothing but loopback may be reachable
+    s = socket.socket(); s.settimeout(2)
+    out.append(f"{host}:{'reached' if s.connect_ex((host, 80)) in (0, errno.EINPROGRESS) else 'unreachable'}")
+server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(1)
+client = socket.create_connection(server.getsockname(), timeout=2)
+conn, _ = server.accept(); client.sendall(b"ping"); out.append("loopback:" + conn.recv(4).decode())
+import torch
+from attnlib.distributed.launch import spawn
+import torch.distributed as dist
+def add(rank, world):
+    t = torch.tensor([rank + 1.0]); dist.all_reduce(t); return float(t)
+out.append(f"gloo:{spawn(add, 2, timeout=30)}")
+sys.path.insert(0, ROOT + "/tools/grading")
+import worker
+worker.install_guard(".", (), strict=False)  # the submission's own Python sockets stay refused, loopback too
+try:
+    socket.create_connection(server.getsockname(), timeout=2); out.append("hook:allowed")
+except PermissionError:
+    out.append("hook:refused")
+print(" ".join(out))
+'''
+
+
+def test_sandbox_brings_up_loopback_only_so_gloo_ranks_can_talk(tmp_path):
+    """The namespace sandbox brings ``lo`` up (lab 19's checks start gloo ranks that talk on 127.0.0.1): loopback
+    works and a 2-rank all-reduce runs, no other address is reachable, and the worker's audit hook still refuses
+    the submission's own Python sockets."""
+    import subprocess
+
+    from grading import sandbox
+
+    mode, why = sandbox.probe()
+    if not mode.startswith("namespaces"):
+        pytest.skip(f"no namespace sandbox on this machine: {why}")
+    code = f"ROOT = {str(ROOT)!r}\n" + _LOOPBACK_PROBE
+    run = subprocess.run(sandbox.wrap(mode, [sys.executable, "-c", code]), capture_output=True, text=True,
+                         timeout=120, env=sandbox.clean_env("/tmp/work"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    words = run.stdout.split()
+    assert words[:3] == ["192.0.2.1:unreachable", "1.1.1.1:unreachable", "10.0.0.1:unreachable"], run.stdout
+    assert "loopback:ping" in words and "gloo:[3.0, 3.0]" in run.stdout and "hook:refused" in words, run.stdout

@@ -4,7 +4,8 @@ Three levels, chosen once per grading run by :func:`probe`:
 
 ``namespaces+nobody``
     (the grader runs as root) ``unshare --net --mount --pid --fork``: no network
-    interface but loopback, a private PID space (the worker cannot see or signal
+    interface but loopback (brought up, so that ``torch.distributed``'s gloo ranks of one submission can
+    talk to each other on 127.0.0.1; nothing else is reachable), a private PID space (the worker cannot see or signal
     the grader or other workers), the whole file system remounted read-only with
     a fresh tmpfs on ``/tmp`` and ``/dev/shm``, and the worker drops to user
     ``nobody`` with ``setpriv --no-new-privs``.
@@ -37,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 
 _SETUP = r"""
 set -e
+ip link set lo up 2>/dev/null || true
 mount --make-rprivate /
 {hide}
 mount -o remount,bind,ro /
