@@ -72,8 +72,8 @@ def _decode_split_kernel(
 ):
     pid_bh = tl.program_id(0)  # b * Hkv + kv head
     pid_s = tl.program_id(1)  # which chunk of keys
-    b = pid_bh // Hkv
-    hkv = pid_bh % Hkv
+    b = (pid_bh // Hkv).to(tl.int64)  # int64: b * skb reaches 2**31 elements in a large cache (B=16, 64k tokens)
+    hkv = (pid_bh % Hkv).to(tl.int64)
 
     # The valid keys of this batch, and this program's chunk of them.
     if HAS_LENS:  # clamped to [0, Lmax]: the host checks the lengths, except during CUDA graph capture
@@ -142,7 +142,7 @@ def _decode_combine_kernel(
     Hq, Lq, S, DV,
     BLOCK_S: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
-    pid = tl.program_id(0)  # one (b, query head, query token) row
+    pid = tl.program_id(0).to(tl.int64)  # one (b, query head, query token) row; int64 as in the split kernel
     i = pid % Lq
     h = (pid // Lq) % Hq
     b = pid // (Lq * Hq)
