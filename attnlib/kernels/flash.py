@@ -419,6 +419,13 @@ def flash_attention(
 
     Returns:
         ``(..., Hq, Lq, D)`` in the dtype of ``q``; differentiable in q, k and v.
+
+    Strides: the portable kernel reads any strides with the head dim contiguous, so a ``(B, L, H, D)``
+    tensor viewed as ``(B, H, L, D)`` (``x.transpose(1, 2)``) is not copied; an input whose last dim
+    is strided is copied once (``.contiguous()``), as are leading dims that cannot be merged into one
+    batch dim without a copy (``reshape``). The TMA kernel copies every non-contiguous input to
+    ``(B*H, L, D)`` (its descriptors need that layout). Batch and heads are folded into one grid axis:
+    any ``B * H`` launches (the two-dimensional grid stopped at 65,535).
     """
     scale = _check_call(q, k, v, causal, scale, kernel)
     out = _FlashAttention.apply(_as_bhld(q), _as_bhld(k), _as_bhld(v), causal, scale, kernel)
