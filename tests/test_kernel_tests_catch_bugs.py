@@ -36,6 +36,17 @@ MUTATIONS = [  # (module under attnlib/kernels, line as written, broken line, te
      "test_kernels_block_sparse.py", "causal and not full_tiles"),
     ("block_sparse.py", "full = full & (q_last - k_first < window)", "full = full & (q_first - k_first < window)",
      "test_kernels_block_sparse.py", "window and not full_tiles"),
+    # issue 32: an int32 batch offset restored (wraps at 2**31 elements), a fallback that swallows any error
+    ("_flash_fwd.py", "off_b = (off_bh // H).to(tl.int64)", "off_b = off_bh // H", "test_kernels_addressing.py",
+     "64_bit"),
+    ("decode.py", "b = (pid_bh // Hkv).to(tl.int64)", "b = pid_bh // Hkv", "test_kernels_addressing.py", "64_bit"),
+    ("flash.py", 'if kernel == "tma" or not _kernel_unavailable(e):', 'if kernel == "tma":',
+     "test_kernels_flash_fallbacks.py", "surface"),
+    ("flash.py", "if not _kernel_unavailable(e):  # out of memory", "if False:  # out of memory",
+     "test_kernels_flash_fallbacks.py", "surface"),
+    # the folded grid: the batch/head index taken from the wrong quotient
+    ("_flash_fwd.py", "return start_m, pid // num_m", "return start_m, pid % num_m", "test_kernels_addressing.py",
+     "folded_grid"),
 ]
 
 

@@ -142,7 +142,7 @@ def test_bad_input_names_the_argument():
     with pytest.raises(TypeError, match="dtype"):
         flash_decode(q, k.double(), v)
     with pytest.raises(ValueError, match="cache_lens"):
-        flash_decode(q, k, v, torch.tensor([3, 11], device=DEVICE))
+        flash_decode(q, k, v, torch.tensor([3, 11], device=DEVICE), check_lens=True)  # (Lmax 10)
     with pytest.raises(TypeError, match="cache_lens"):
         flash_decode(q, k, v, torch.tensor([3.0, 4.0], device=DEVICE))
     with pytest.raises(ValueError, match="num_splits"):
@@ -172,8 +172,9 @@ def test_int32_cache_lengths_of_any_stride():
 
 
 def test_lengths_out_of_range_are_clamped_where_the_host_cannot_check_them(monkeypatch):
-    """While a CUDA graph is captured the lengths are not read back: the kernel clamps them to [0, Lmax]
-    and reads no key past the buffer (poisoned past Lmax here, through a view of a longer cache)."""
+    """By default (and while a CUDA graph is captured) the lengths are not read back: the kernel clamps them
+    to [0, Lmax] and reads no key past the buffer (poisoned past Lmax here, through a view of a longer cache);
+    check_lens=True reads them back and raises."""
     from attnlib.kernels import decode
 
     g = torch.Generator().manual_seed(8)
@@ -182,12 +183,23 @@ def test_lengths_out_of_range_are_clamped_where_the_host_cannot_check_them(monke
     k, v = k_all[:, :, :30], v_all[:, :, :30]  # Lmax = 30; the NaN keys lie just past the view
     lens = torch.tensor([-5, 12, 99], device=DEVICE)
     with pytest.raises(ValueError, match=r"cache_lens must lie in \[0, Lmax=30\]"):
-        flash_decode(q, k, v, lens)
-    monkeypatch.setattr(decode, "_capturing", lambda t: True)
-    out = flash_decode(q, k, v, lens, num_splits=2)
+        flash_decode(q, k, v, lens, check_lens=True)
     clamped = torch.tensor([0, 12, 30], device=DEVICE)
+    want = flash_decode(q, k, v, clamped, num_splits=2)
+
+    def no_read_back(*args, **kwargs):
+        raise AssertionError("flash_decode read cache_lens back to the host (a GPU synchronisation)")
+
+    with monkeypatch.context() as m:  # the default path: no read back at all
+        for name in ("aminmax", "amin", "amax", "min", "max"):
+            m.setattr(torch, name, no_read_back)
+        for name in ("tolist", "item", "__int__", "cpu", "numpy"):
+            m.setattr(torch.Tensor, name, no_read_back)
+        out = flash_decode(q, k, v, lens, num_splits=2)
     assert not out.isnan().any()
-    torch.testing.assert_close(out, flash_decode(q, k, v, clamped, num_splits=2), rtol=0, atol=0)
+    torch.testing.assert_close(out, want, rtol=0, atol=0)
+    monkeypatch.setattr(decode, "_capturing", lambda t: True)  # capturing: not read even when asked
+    torch.testing.assert_close(flash_decode(q, k, v, lens, num_splits=2, check_lens=True), want, rtol=0, atol=0)
 
 
 def test_bytes_and_default_splits():

@@ -68,7 +68,8 @@ def child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024, kinds
     from ..kernels import flash
     from ..kernels._flash_bwd_ws import dkdv_ws
     from ..kernels._flash_fwd_ws import flash_fwd_ws
-    from .flash import _CHECK_TOL, _rel  # the flash suite's comparison and its bfloat16 tolerance
+    from .compare import CHECK_TOL as _CHECK_TOL  # the flash suite's comparison and its bfloat16 tolerance
+    from .compare import rel_error as _rel
 
     gen = torch.Generator(device=device).manual_seed(5)
     q, k, v, do = (torch.randn(1, 2, seq_len, 128, device=device, dtype=dtype, generator=gen) for _ in range(4))
@@ -120,7 +121,7 @@ def gluon_errors(config, device: str = "cuda", gen=None, kind: str = "gluon") ->
     from ..kernels import flash
     from ..kernels import _flash_fwd_gluon
     from ..kernels.resources import gluon_forwards
-    from .flash import _rel
+    from .compare import rel_error as _rel
 
     # (the plain kernel looked up on its module at call time, so that a test may stand in for it)
     forward = _flash_fwd_gluon.flash_fwd_gluon if kind == "gluon" else gluon_forwards()[kind][0]

@@ -40,6 +40,8 @@ import torch.nn.functional as F
 
 from ..kernels import _flash_experimental
 from . import canary
+from .compare import CHECK_TOL as _CHECK_TOL
+from .compare import rel_error as _rel
 from .env import require_bf16_gpu
 from .flops import attention_flops
 from .timing import attention_tflops, bench_ms, progress
@@ -54,7 +56,6 @@ MODEL_DIM = 2048
 IMPLS = ("attnlib_flash", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient")
 OURS = {"attnlib_flash": "auto", "attnlib_flash_portable": "portable"}  # name -> flash_attention(kernel=...)
 _BACKENDS = {"sdpa_cudnn": "CUDNN_ATTENTION", "sdpa_flash": "FLASH_ATTENTION", "sdpa_efficient": "EFFICIENT_ATTENTION"}
-_CHECK_TOL = 2e-2  # relative error (in norm) allowed for bfloat16 against a float32 reference
 
 
 def grid(quick: bool = False) -> list[dict]:
@@ -100,10 +101,6 @@ def _impl(name: str, experimental=None):
 
     return attend, sdpa_kernel(getattr(SDPBackend, _BACKENDS[name]))
 
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().float(), b.detach().float()
-    return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
 
 def _sync(device) -> None:

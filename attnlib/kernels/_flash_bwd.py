@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 from ._flash_config import bwd_dkdv_configs, bwd_dq_configs, prune_configs
-from ._flash_fwd import key_tile_range
+from ._flash_fwd import key_tile_range, query_tile_and_head
 
 
 @triton.jit(do_not_specialize=["LQ"])
@@ -39,10 +39,9 @@ def flash_bwd_delta_kernel(O, DO, DELTA, stride_ob, stride_oh, stride_om, stride
                            stride_dob, stride_doh, stride_dom, stride_dod, H, LQ, HEAD_DIM,
                            BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """delta_i = sum_d dO_id * O_id in float32, one pass over O and dO (B*H, LQ)."""
-    start_m = tl.program_id(0)
-    off_bh = tl.program_id(1)
-    off_b = off_bh // H
-    off_h = off_bh % H
+    start_m, off_bh = query_tile_and_head(LQ, False, BLOCK_M)
+    off_b = (off_bh // H).to(tl.int64)  # int64: see the forward kernel
+    off_h = (off_bh % H).to(tl.int64)
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     mask = (offs_m[:, None] < LQ) & (offs_d[None, :] < HEAD_DIM)
@@ -50,7 +49,7 @@ def flash_bwd_delta_kernel(O, DO, DELTA, stride_ob, stride_oh, stride_om, stride
                 mask=mask, other=0.0).to(tl.float32)
     do = tl.load(DO + off_b * stride_dob + off_h * stride_doh + offs_m[:, None] * stride_dom
                  + offs_d[None, :] * stride_dod, mask=mask, other=0.0).to(tl.float32)
-    tl.store(DELTA + off_bh * LQ + offs_m, tl.sum(o * do, 1), mask=offs_m < LQ)
+    tl.store(DELTA + off_bh.to(tl.int64) * LQ + offs_m, tl.sum(o * do, 1), mask=offs_m < LQ)
 
 
 @triton.jit
@@ -94,10 +93,10 @@ def _flash_bwd_dkdv_kernel(
     CAUSAL: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FUSE_DQ: tl.constexpr = False,
 ):
-    start_n = tl.program_id(0) * BLOCK_N
-    off_bhk = tl.program_id(1)
-    off_b = off_bhk // HK
-    off_hk = off_bhk % HK
+    key_tile, off_bhk = query_tile_and_head(LK, False, BLOCK_N)  # (the same folded grid, over key tiles)
+    start_n = key_tile * BLOCK_N
+    off_b = (off_bhk // HK).to(tl.int64)  # int64: see the forward kernel
+    off_hk = (off_bhk % HK).to(tl.int64)
 
     offs_n = start_n + tl.arange(0, BLOCK_N)  # (BLOCK_N,) key indices
     offs_m = tl.arange(0, BLOCK_M)
@@ -181,10 +180,9 @@ def _flash_bwd_dq_kernel(
     CAUSAL: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    start_m = tl.program_id(0)
-    off_bh = tl.program_id(1)
-    off_b = off_bh // H
-    off_h = off_bh % H
+    start_m, off_bh = query_tile_and_head(LQ, False, BLOCK_M)
+    off_b = (off_bh // H).to(tl.int64)  # int64: see the forward kernel
+    off_h = (off_bh % H).to(tl.int64)
     off_hk = off_h // GROUP
 
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) query indices
@@ -195,8 +193,8 @@ def _flash_bwd_dq_kernel(
                 mask=row_mask, other=0.0)  # (BLOCK_M, BLOCK_D)
     do = tl.load(DO + off_b * stride_dob + off_h * stride_doh + offs_m[:, None] * stride_dom
                  + offs_d[None, :] * stride_dod, mask=row_mask, other=0.0)
-    lse = tl.load(LSE + off_bh * LQ + offs_m, mask=offs_m < LQ, other=float("inf"))
-    delta = tl.load(DELTA + off_bh * LQ + offs_m, mask=offs_m < LQ, other=0.0)
+    lse = tl.load(LSE + off_bh.to(tl.int64) * LQ + offs_m, mask=offs_m < LQ, other=float("inf"))
+    delta = tl.load(DELTA + off_bh.to(tl.int64) * LQ + offs_m, mask=offs_m < LQ, other=0.0)
     k_ptrs = K + off_b * stride_kb + off_hk * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
     v_ptrs = V + off_b * stride_vb + off_hk * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)

@@ -30,6 +30,23 @@ from ._flash_config import fwd_configs, prune_forward_configs
 
 
 @triton.jit
+def query_tile_and_head(LQ, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr):
+    """``(start_m, off_bh)`` of this program on the one-dimensional grid ``(cdiv(LQ, BLOCK_M) * B * H,)``.
+
+    Batch and heads are folded into grid axis 0 (up to 2**31 - 1 programs) because axis 1 stops at
+    65,535: a grid ``(tiles, B * H)`` would not launch for ``B * H > 65535``. Consecutive programs
+    take consecutive query tiles of one (batch, head), as axis 0 of the two-dimensional grid did;
+    causal tiles run last tile first (the last query tiles see the most keys: started first, they do
+    not run alone at the end)."""
+    num_m = tl.cdiv(LQ, BLOCK_M)
+    pid = tl.program_id(0)
+    start_m = pid % num_m
+    if CAUSAL:
+        start_m = num_m - 1 - start_m
+    return start_m, pid // num_m
+
+
+@triton.jit
 def key_tile_range(start_m, diag, LK, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """Key ranges for query tile ``start_m`` (``diag = LK - LQ``): ``[0, full)`` is seen by every
     row of the tile (whole ``BLOCK_N`` blocks, no mask arithmetic), ``[full, hi)`` needs the
@@ -110,12 +127,10 @@ def _flash_fwd_kernel(
     CAUSAL: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    start_m = tl.program_id(0)
-    if CAUSAL:  # the last query tiles see the most keys: start them first, for load balance
-        start_m = tl.num_programs(0) - 1 - start_m
-    off_bh = tl.program_id(1)
-    off_b = off_bh // H
-    off_h = off_bh % H
+    start_m, off_bh = query_tile_and_head(LQ, CAUSAL, BLOCK_M)
+    # int64 from here on: off_b * stride_qb reaches 2**31 elements (4 GiB of bf16) in a long-context batch
+    off_b = (off_bh // H).to(tl.int64)
+    off_h = (off_bh % H).to(tl.int64)
     off_hk = off_h // GROUP  # grouped-query attention: GROUP query heads share one K/V head
 
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) query rows
@@ -146,7 +161,7 @@ def _flash_fwd_kernel(
     lse = tl.where(seen, m_i + tl.math.log2(l_safe), float("inf"))
     o_ptrs = O + off_b * stride_ob + off_h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
     tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=q_mask)
-    tl.store(LSE + off_bh * LQ + offs_m, lse, mask=offs_m < LQ)
+    tl.store(LSE + off_bh.to(tl.int64) * LQ + offs_m, lse, mask=offs_m < LQ)
 
 
 flash_fwd_kernel = triton.autotune(

@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from ._flash_config import prune_forward_configs, tma_fwd_configs
-from ._flash_fwd import key_tile_range, online_softmax_step
+from ._flash_fwd import key_tile_range, online_softmax_step, query_tile_and_head
 
 try:  # public since Triton 3.4; older Tritons simply never take this path
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -49,10 +49,7 @@ def _flash_fwd_tma_kernel(
     CAUSAL: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    start_m = tl.program_id(0)
-    if CAUSAL:  # heaviest query tiles first
-        start_m = tl.num_programs(0) - 1 - start_m
-    off_bh = tl.program_id(1)
+    start_m, off_bh = query_tile_and_head(LQ, CAUSAL, BLOCK_M)  # (heaviest causal tiles first)
     off_kh = (off_bh // H) * (H // GROUP) + (off_bh % H) // GROUP  # row of the shared K/V head
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -73,7 +70,7 @@ def _flash_fwd_tma_kernel(
     out = acc / l_safe[:, None]
     lse = tl.where(seen, m_i + tl.math.log2(l_safe), float("inf"))
     o_desc.store([off_bh, start_m * BLOCK_M, 0], out.to(q.dtype).reshape([1, BLOCK_M, BLOCK_D]))
-    tl.store(LSE + off_bh * LQ + offs_m, lse, mask=offs_m < LQ)
+    tl.store(LSE + off_bh.to(tl.int64) * LQ + offs_m, lse, mask=offs_m < LQ)
 
 
 def _set_block_shapes(nargs):

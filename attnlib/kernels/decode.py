@@ -30,7 +30,9 @@ step, not ``G`` times: the ``G * Lq`` query rows form the ``M`` side of the
 ``tl.dot``.
 
 **Ragged caches**: ``cache_lens[b]`` keys of batch ``b`` are valid; the rest of
-the buffer is never read. A batch with an empty cache (or a query row with no
+the buffer is never read. The lengths stay on the device: the kernel clamps them to
+``[0, Lmax]`` rather than the host reading them back to check them (a synchronisation
+per decoding step; ``check_lens=True`` asks for it). A batch with an empty cache (or a query row with no
 visible key) gets zeros, as everywhere in attnlib.
 """
 
@@ -72,11 +74,11 @@ def _decode_split_kernel(
 ):
     pid_bh = tl.program_id(0)  # b * Hkv + kv head
     pid_s = tl.program_id(1)  # which chunk of keys
-    b = pid_bh // Hkv
-    hkv = pid_bh % Hkv
+    b = (pid_bh // Hkv).to(tl.int64)  # int64: b * skb reaches 2**31 elements in a large cache (B=16, 64k tokens)
+    hkv = (pid_bh % Hkv).to(tl.int64)
 
     # The valid keys of this batch, and this program's chunk of them.
-    if HAS_LENS:  # clamped to [0, Lmax]: the host checks the lengths, except during CUDA graph capture
+    if HAS_LENS:  # clamped to [0, Lmax]: the host reads the lengths back only with check_lens=True
         seq_len = tl.minimum(tl.maximum(tl.load(LENS + b).to(tl.int32), 0), Lmax)
     else:
         seq_len = Lmax
@@ -142,7 +144,7 @@ def _decode_combine_kernel(
     Hq, Lq, S, DV,
     BLOCK_S: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
-    pid = tl.program_id(0)  # one (b, query head, query token) row
+    pid = tl.program_id(0).to(tl.int64)  # one (b, query head, query token) row; int64 as in the split kernel
     i = pid % Lq
     h = (pid // Lq) % Hq
     b = pid // (Lq * Hq)
@@ -194,7 +196,7 @@ def default_num_splits(batch: int, kv_heads: int, max_len: int, block_n: int, de
     return max(1, min(want, max_splits, 128))
 
 
-def _check_inputs(q, k_cache, v_cache, cache_lens):
+def _check_inputs(q, k_cache, v_cache, cache_lens, check_lens: bool = False):
     check_tensor(q, "q", min_dim=4)
     check_tensor(k_cache, "k_cache", min_dim=4)
     check_tensor(v_cache, "v_cache", min_dim=4)
@@ -236,7 +238,7 @@ def _check_inputs(q, k_cache, v_cache, cache_lens):
             raise ValueError(f"cache_lens must have shape (B,) = ({bq},), got {tuple(cache_lens.shape)}")
         if cache_lens.device != q.device:
             raise ValueError(f"cache_lens must be on {q.device}, got {cache_lens.device}")
-        if bq and not _capturing(cache_lens):  # one read back to the host (a synchronisation on a GPU)
+        if check_lens and bq and not _capturing(cache_lens):  # one read back to the host (a GPU synchronisation)
             low, high = (int(x) for x in torch.aminmax(cache_lens))
             if low < 0 or high > lmax:
                 raise ValueError(f"cache_lens must lie in [0, Lmax={lmax}], got {cache_lens.tolist()}")
@@ -258,6 +260,7 @@ def flash_decode(
     scale: Optional[float] = None,
     num_splits: Optional[int] = None,
     block_n: Optional[int] = None,
+    check_lens: bool = False,
 ) -> torch.Tensor:
     r"""Attention of a few new query tokens over a (ragged) KV cache, split over the keys.
 
@@ -268,21 +271,25 @@ def flash_decode(
             key/value head ``h // (Hq // Hkv)``.
         v_cache: ``(B, Hkv, Lmax, dv)`` cached values.
         cache_lens: optional ``(B,)`` integer tensor: batch ``b`` uses keys ``0 .. cache_lens[b]-1``;
-            ``None`` means all ``Lmax``. Checked to lie in ``[0, Lmax]`` by reading it back to the
-            host once per call (a synchronisation on a GPU), except while a CUDA graph is being
-            captured (reading back is not allowed there): then the kernel clamps it to ``[0, Lmax]``.
+            ``None`` means all ``Lmax``. Its dtype, shape and device are checked on the host; its
+            values are not read back by default: the kernel clamps each length to ``[0, Lmax]`` (a
+            negative length attends to nothing, one past ``Lmax`` to the whole buffer), so a serving
+            loop calls this once per token without a GPU synchronisation.
         causal: the ``Lq`` queries are the *last* ``Lq`` tokens of each cache (bottom-right
             aligned): query ``i`` sees key ``j`` iff ``j <= i + cache_lens[b] - Lq``.
             Without it every query sees every valid key.
         scale: score scale, default ``1/sqrt(d)``.
         num_splits: number of key chunks ``S`` (default: :func:`default_num_splits`).
         block_n: keys per inner-loop step (default 64 on GPU, 16 in the interpreter).
+        check_lens: also check that every length lies in ``[0, Lmax]`` (a ``ValueError`` otherwise) by
+            reading ``cache_lens`` back to the host: one synchronisation per call on a GPU, for tests and
+            debugging. Skipped while a CUDA graph is being captured (reading back is not allowed there).
 
     Returns:
         ``(B, Hq, Lq, dv)`` in the dtype of ``q``; a row with no visible key is zero.
         Forward only: the result does not track gradients (decoding needs none).
     """
-    _check_inputs(q, k_cache, v_cache, cache_lens)
+    _check_inputs(q, k_cache, v_cache, cache_lens, check_lens)
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
     bsz, hq, lq, d = q.shape

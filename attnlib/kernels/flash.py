@@ -50,6 +50,36 @@ _TMA_FAILURE: Optional[str] = None  # set once if the TMA kernel fails to compil
 _EXPERIMENTAL_FAILURE: Optional[str] = None  # the same for the forwards _flash_experimental.HOPPER_FORWARD names
 
 
+def _triton_error(module: str, name: str):
+    """``triton.<module>.<name>`` where this Triton has it (3.6 and 3.9 both do), else None."""
+    try:
+        return getattr(__import__(f"triton.{module}", fromlist=[name]), name, None)
+    except ImportError:
+        return None
+
+
+# What means "this kernel cannot compile or run on this Triton/GPU" (Triton 3.6 and 3.9 raise these):
+# a front-end error (CompilationError and its subclasses), a tile that needs more shared memory or
+# registers than the GPU has (OutOfResources, raised at the first launch), ptxas refusing the PTX
+# (PTXASError), and a Triton without Gluon (ImportError, the experimental forwards).
+_UNAVAILABLE = tuple(e for e in (_triton_error("compiler.errors", "CompilationError"),
+                                 _triton_error("runtime.errors", "OutOfResources"),
+                                 _triton_error("runtime.errors", "PTXASError"), ImportError) if e is not None)
+
+
+def _kernel_unavailable(e: BaseException) -> bool:
+    """Whether ``e`` says a kernel cannot compile or run here (then "auto" falls back), not a user's error.
+
+    Besides :data:`_UNAVAILABLE`, an MLIR pass that fails in Triton's backend raises a plain
+    ``RuntimeError("PassManager::run failed")``. Everything else surfaces: out of memory
+    (``torch.OutOfMemoryError``, a ``RuntimeError`` subclass), bad arguments (``ValueError``,
+    ``TypeError``), a misaligned pointer or another CUDA error (``RuntimeError``/``AcceleratorError``).
+    """
+    if isinstance(e, _UNAVAILABLE):
+        return True
+    return type(e) is RuntimeError and "PassManager::run failed" in str(e)
+
+
 def _check_inputs(q, k, v) -> None:
     for name, x in (("q", q), ("k", k), ("v", v)):
         check_tensor(x, name, min_dim=2)
@@ -140,7 +170,8 @@ def _forward(q, k, v, causal: bool, scale: float, kernel: str = "auto"):
     """q (B, H, Lq, D), k/v (B, Hk, Lk, D) -> o (B, H, Lq, D), lse2 (B*H, Lq) float32 (base 2).
 
     ``kernel="auto"`` takes the TMA kernel where it is available (and falls back to the portable
-    one, for good, if it fails to compile), or before it the experimental forward named by
+    one, for good, if it cannot compile or run here: :func:`_kernel_unavailable`; any other error,
+    out of memory for one, is raised), or before it the experimental forward named by
     :data:`._flash_experimental.HOPPER_FORWARD` where one is named and handles the inputs (see
     :func:`_promoted_forward`); ``"tma"`` and ``"portable"`` force one of them; a callable
     ``(q, k, v, causal, scale) -> (o, lse2)`` is run as it is (the benchmark's experimental forwards).
@@ -155,8 +186,8 @@ def _forward(q, k, v, causal: bool, scale: float, kernel: str = "auto"):
     if kernel == "tma" or (kernel == "auto" and _TMA_FAILURE is None and _tma_available(q)):
         try:
             return _forward_tma(q, k, v, causal, scale)
-        except Exception as e:  # noqa: BLE001 - an unsupported Triton/GPU combination: use the portable kernel
-            if kernel == "tma":
+        except Exception as e:  # noqa: BLE001 - only a kernel that cannot run here falls back (see the test)
+            if kernel == "tma" or not _kernel_unavailable(e):
                 raise
             _TMA_FAILURE = f"{type(e).__name__}: {e}"
             warnings.warn(f"attnlib: the TMA FlashAttention kernel failed ({_TMA_FAILURE[:300]}); "
@@ -179,6 +210,8 @@ def _promoted_forward(q, k, v, causal: bool, scale: float):
             return None
         return _flash_experimental.forward(kind, config)(q, k, v, causal, scale)
     except Exception as e:  # noqa: BLE001 - this Triton or GPU cannot run it: the TMA kernel from now on
+        if not _kernel_unavailable(e):  # out of memory, a bad argument: the caller's error, not a fallback
+            raise
         _EXPERIMENTAL_FAILURE = f"{type(e).__name__}: {e}"
         warnings.warn(f"attnlib: the experimental forward {kind} {config} failed ({_EXPERIMENTAL_FAILURE[:300]}); "
                       "using the TMA kernel from now on", RuntimeWarning, stacklevel=4)
@@ -212,8 +245,8 @@ def _forward_portable(q, k, v, causal: bool, scale: float, config: Optional[tupl
     block_d = _block_d(d)
     fixed = _fixed(config)
 
-    def grid(meta):
-        return (triton.cdiv(lq, meta["BLOCK_M"]), b * h)
+    def grid(meta):  # batch and heads folded into axis 0 (axis 1 stops at 65,535; see query_tile_and_head)
+        return (triton.cdiv(lq, meta["BLOCK_M"]) * b * h,)
 
     kernel = flash_fwd_kernel.fn if fixed else flash_fwd_kernel  # the @triton.jit function under the autotuner
     kernel[grid](
@@ -242,8 +275,8 @@ def _forward_tma(q, k, v, causal: bool, scale: float, config: Optional[tuple] = 
     rows = (fixed.get("BLOCK_M", 16), fixed.get("BLOCK_N", 16), fixed.get("BLOCK_N", 16), fixed.get("BLOCK_M", 16))
     descs = [descriptor(x, r, block_d) for x, r in zip((q3, k3, v3, o3), rows)]
 
-    def grid(meta):
-        return (triton.cdiv(lq, meta["BLOCK_M"]), b * h)
+    def grid(meta):  # batch and heads folded into axis 0 (axis 1 stops at 65,535; see query_tile_and_head)
+        return (triton.cdiv(lq, meta["BLOCK_M"]) * b * h,)
 
     kernel = flash_fwd_tma_kernel.fn if fixed else flash_fwd_tma_kernel
     kernel[grid](
@@ -267,7 +300,7 @@ def _backward_delta(o, do):
     b, h, lq, d = o.shape
     delta = torch.empty((b * h, lq), device=o.device, dtype=torch.float32)
     block_m = 16 if INTERPRET else 64
-    flash_bwd_delta_kernel[(triton.cdiv(lq, block_m), b * h)](
+    flash_bwd_delta_kernel[(triton.cdiv(lq, block_m) * b * h,)](
         o, do, delta, *o.stride(), *do.stride(), h, lq, d, BLOCK_M=block_m, BLOCK_D=_block_d(d),
     )
     return delta
@@ -282,7 +315,7 @@ def _backward_dkdv(q, k, v, do, lse, delta, causal: bool, scale: float, config: 
     fixed = _fixed(config)
 
     def grid(meta):
-        return (triton.cdiv(lk, meta["BLOCK_N"]), b * hk)
+        return (triton.cdiv(lk, meta["BLOCK_N"]) * b * hk,)
 
     kernel = flash_bwd_dkdv_kernel.fn if fixed else flash_bwd_dkdv_kernel
     kernel[grid](
@@ -315,7 +348,7 @@ def _backward_one_pass(q, k, v, o, lse, do, causal: bool, scale: float, config: 
     fixed = _fixed(config)
 
     def grid(meta):
-        return (triton.cdiv(lk, meta["BLOCK_N"]), b * hk)
+        return (triton.cdiv(lk, meta["BLOCK_N"]) * b * hk,)
 
     flash_bwd_dkdv_kernel.fn[grid](
         q, k, v, do, dk, dv, lse, delta, dq,
@@ -333,8 +366,8 @@ def _backward_dq(q, k, v, do, lse, delta, causal: bool, scale: float, config: Op
     dq = torch.empty_like(q)
     fixed = _fixed(config)
 
-    def grid(meta):
-        return (triton.cdiv(lq, meta["BLOCK_M"]), b * h)
+    def grid(meta):  # batch and heads folded into axis 0 (axis 1 stops at 65,535; see query_tile_and_head)
+        return (triton.cdiv(lq, meta["BLOCK_M"]) * b * h,)
 
     kernel = flash_bwd_dq_kernel.fn if fixed else flash_bwd_dq_kernel
     kernel[grid](
@@ -386,6 +419,13 @@ def flash_attention(
 
     Returns:
         ``(..., Hq, Lq, D)`` in the dtype of ``q``; differentiable in q, k and v.
+
+    Strides: the portable kernel reads any strides with the head dim contiguous, so a ``(B, L, H, D)``
+    tensor viewed as ``(B, H, L, D)`` (``x.transpose(1, 2)``) is not copied; an input whose last dim
+    is strided is copied once (``.contiguous()``), as are leading dims that cannot be merged into one
+    batch dim without a copy (``reshape``). The TMA kernel copies every non-contiguous input to
+    ``(B*H, L, D)`` (its descriptors need that layout). Batch and heads are folded into one grid axis:
+    any ``B * H`` launches (the two-dimensional grid stopped at 65,535).
     """
     scale = _check_call(q, k, v, causal, scale, kernel)
     out = _FlashAttention.apply(_as_bhld(q), _as_bhld(k), _as_bhld(v), causal, scale, kernel)

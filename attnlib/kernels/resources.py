@@ -47,7 +47,8 @@ from ._flash_experimental import gluon_forwards  # noqa: F401 - where the benchm
 from ._interpreter_compat import interpreting
 
 __all__ = ["SHARED_LIMIT", "shared_limit", "SM_SHARED", "programs_per_sm", "AheadOfTimeCompiler", "compile_report",
-           "flash_report", "flash_report_in_subprocess", "FLASH_KERNELS", "matrix_instructions"]
+           "flash_report", "flash_report_in_subprocess", "FLASH_KERNELS", "matrix_instructions", "triton_ir_of",
+           "pointer_offset_widths"]
 
 # Shared memory one block may use (opt-in maximum), bytes, by compute capability x10.
 SHARED_LIMIT = {75: 65536, 80: 166912, 86: 101376, 89: 101376, 90: 232448}
@@ -260,6 +261,60 @@ def exp2_during_mma(ptx: str) -> int:
         elif in_flight and re.match(r"(@!?%p\d+\s+)?ex2\.", text):
             count += 1
     return count
+
+
+class _StopAfterTTIR(Exception):
+    """Raised by the stage after Triton IR: the front end ran, nothing else is compiled."""
+
+
+def triton_ir_of(launch: Callable[[], object], *, arch: int = 90) -> dict:
+    """``{kernel name: Triton IR (TTIR) text}`` of every kernel ``launch()`` would launch (once per
+    configuration kept), compiled for ``arch`` only as far as the Triton IR: the front end and its
+    passes, seconds where a cubin takes tens. Reading the IR says what the kernel computes before
+    any GPU lowering, e.g. the integer width of its address arithmetic (:func:`pointer_offset_widths`)."""
+    from triton.compiler import make_backend
+    from triton.backends.compiler import GPUTarget
+
+    cls = type(make_backend(GPUTarget("cuda", arch, 32)))
+    found: dict = {}
+    original = cls.add_stages
+
+    def add_stages(self, stages, options, *args, **kwargs):
+        original(self, stages, options, *args, **kwargs)
+
+        def stop(module, metadata):  # the stage after "ttir" receives the Triton IR
+            text = str(module)
+            name = re.search(r"tt\.func public @(\w+)", text)
+            found.setdefault(name.group(1) if name else f"kernel{len(found)}", text)
+            raise _StopAfterTTIR()
+
+        after = list(stages)[list(stages).index("ttir") + 1]
+        stages[after] = stop
+
+    compiler = AheadOfTimeCompiler(arch)
+    cls.add_stages = add_stages
+    try:
+        with compiler.catching_launches():
+            launch()
+    finally:
+        cls.add_stages = original
+    return found
+
+
+def pointer_offset_widths(ttir: str) -> dict:
+    """``{pointer argument: sorted integer widths}`` of the scalar offsets a kernel adds to its pointer
+    arguments directly (``tt.addptr %Q, %off : !tt.ptr<...>, i64``; Triton 3.6 names them ``%arg0``...),
+    read from its Triton IR.
+
+    Writing ``Q + off_b * stride_qb + ...`` adds the batch offset to the argument first, as a scalar:
+    ``i32`` there means the offset wraps at 2**31 elements, ``i64`` that it does not."""
+    signature = re.search(r"tt\.func public @\w+\((.*?)\)\s*(attributes|\{)", ttir, re.S)
+    args = set(re.findall(r"(%[\w.]+): !tt\.ptr<", signature.group(1))) if signature else set()
+    widths: dict = {}
+    for base, width in re.findall(r"tt\.addptr (%[\w.]+), %[\w.#]+ : !tt\.ptr<[^>]*>, i(\d+)", ttir):
+        if base in args:
+            widths.setdefault(base, set()).add(int(width))
+    return {a: sorted(w) for a, w in sorted(widths.items())}
 
 
 def compile_report(launch: Callable[[], object], *, arch: int = 90, all_configs: bool = False,
