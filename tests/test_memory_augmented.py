@@ -76,3 +76,18 @@ def test_window_memories():
     torch.testing.assert_close(window_memories(x, 1), x)
     with pytest.raises(ValueError):
         window_memories(x, 6)
+
+
+def test_fifo_first_chunk_and_closed_gate_are_local():
+    from attnlib.memory_augmented import GatedFIFOMemory
+    g = torch.Generator().manual_seed(2)
+    q, k, v = torch.randn(2, 11, 3, generator=g), torch.randn(2, 11, 3, generator=g), torch.randn(2, 11, 4, generator=g)
+    out = GatedFIFOMemory(2, 4)(q, k, v)
+    torch.testing.assert_close(out[..., :4, :], scaled_dot_product_attention(q[..., :4, :], k[..., :4, :],
+                                                                              v[..., :4, :], causal=True))
+    closed = GatedFIFOMemory(2, 4, gate=-1e4)(q, k, v)
+    local = torch.cat([scaled_dot_product_attention(q[..., s:s + 4, :], k[..., s:s + 4, :], v[..., s:s + 4, :],
+                                                    causal=True) for s in (0, 4, 8)], -2)
+    torch.testing.assert_close(closed, local)
+    with pytest.raises(ValueError):
+        GatedFIFOMemory(2, 4)(q, k[..., :5, :], v)
