@@ -1,0 +1,93 @@
+"""attnlib.memory_augmented: the issue-26 checks against torch SDPA, closed forms and properties."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attnlib.core import scaled_dot_product_attention
+from attnlib.memory_augmented import KNNMemory, NeuralMemory, delta_rule_write, window_memories
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 7), st.integers(0, 3))
+def test_delta_rule_exact(dk, dv, seed):
+    g = torch.Generator().manual_seed(seed)
+    m = torch.randn(2, dv, dk, generator=g, dtype=torch.float64)
+    k, v = torch.randn(2, dk, generator=g, dtype=torch.float64), torch.randn(2, dv, generator=g, dtype=torch.float64)
+    m2 = delta_rule_write(m, k, v)
+    torch.testing.assert_close((m2 @ k[..., None])[..., 0], v)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 8), st.integers(1, 6), st.integers(1, 6), st.integers(0, 3))
+def test_knn_full_capacity_equals_full_attention(n_mem, lc, d, dv, seed):
+    g = torch.Generator().manual_seed(seed)
+    mk, mv = torch.randn(n_mem, d, generator=g), torch.randn(n_mem, dv, generator=g)
+    q, k, v = torch.randn(lc, d, generator=g), torch.randn(lc, d, generator=g), torch.randn(lc, dv, generator=g)
+    mem = KNNMemory(n_mem, n_mem)
+    mem.add(mk, mv)
+    out = mem.attend(q, k, v)
+    ref = torch.nn.functional.scaled_dot_product_attention(q[None], torch.cat([mk, k])[None], torch.cat([mv, v])[None])[0]
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_empty_memory_is_local_attention():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(5, 3, generator=g), torch.randn(7, 3, generator=g), torch.randn(7, 2, generator=g)
+    mask = torch.rand(5, 7, generator=g) > 0.4
+    torch.testing.assert_close(KNNMemory(4, 2).attend(q, k, v, mask), scaled_dot_product_attention(q, k, v, mask))
+
+
+def test_knn_topk_is_exact_and_fifo():
+    mem = KNNMemory(3, 1)
+    mem.add(torch.eye(4)[:2], torch.arange(2.0)[:, None])
+    mem.add(torch.eye(4)[2:], torch.arange(2.0, 4)[:, None])
+    assert len(mem) == 3  # oldest (e0) dropped
+    keys, vals = mem.retrieve(torch.eye(4)[3:])
+    torch.testing.assert_close(vals, torch.tensor([[[3.0]]]))
+
+
+def test_knn_errors():
+    with pytest.raises(ValueError, match="k must be <= capacity"):
+        KNNMemory(2, 3)
+    with pytest.raises(ValueError):
+        KNNMemory(0, 1)
+    mem = KNNMemory(4, 2)
+    with pytest.raises(ValueError, match="equal N"):
+        mem.add(torch.randn(3, 2), torch.randn(2, 2))
+
+
+def test_neural_memory_loss_decreases():
+    g = torch.Generator().manual_seed(1)
+    k, v = torch.randn(6, 8, generator=g), torch.randn(6, 3, generator=g)
+    mem = NeuralMemory(8, 3, lr=0.01)
+    losses = [float(mem.loss(k, v))] + [mem.step(k, v) for _ in range(30)]
+    assert all(b < a for a, b in zip(losses, losses[1:]))
+    with pytest.raises(ValueError):
+        mem.step(torch.randn(6, 5), v)
+
+
+def test_window_memories():
+    x = torch.arange(10.0).reshape(5, 2)
+    w = window_memories(x, 2)
+    assert w.shape == (4, 4)
+    torch.testing.assert_close(w[1], torch.tensor([2.0, 3.0, 4.0, 5.0]))
+    torch.testing.assert_close(window_memories(x, 1), x)
+    with pytest.raises(ValueError):
+        window_memories(x, 6)
+
+
+def test_fifo_first_chunk_and_closed_gate_are_local():
+    from attnlib.memory_augmented import GatedFIFOMemory
+    g = torch.Generator().manual_seed(2)
+    q, k, v = torch.randn(2, 11, 3, generator=g), torch.randn(2, 11, 3, generator=g), torch.randn(2, 11, 4, generator=g)
+    out = GatedFIFOMemory(2, 4)(q, k, v)
+    torch.testing.assert_close(out[..., :4, :], scaled_dot_product_attention(q[..., :4, :], k[..., :4, :],
+                                                                              v[..., :4, :], causal=True))
+    closed = GatedFIFOMemory(2, 4, gate=-1e4)(q, k, v)
+    local = torch.cat([scaled_dot_product_attention(q[..., s:s + 4, :], k[..., s:s + 4, :], v[..., s:s + 4, :],
+                                                    causal=True) for s in (0, 4, 8)], -2)
+    torch.testing.assert_close(closed, local)
+    with pytest.raises(ValueError):
+        GatedFIFOMemory(2, 4)(q, k[..., :5, :], v)
