@@ -95,12 +95,19 @@ def run_chapter(chapter: str, old: str = "", new: str = "", *, stop_after: str |
     os.environ["ATTN_FAST"] = "1"
     # A mutation may patch an attnlib attribute in the setup cell: put every attnlib module back afterwards.
     saved = {name: dict(vars(m)) for name, m in list(sys.modules.items()) if name.split(".")[0] == "attnlib"}
+    import torch
+
+    # Chapters set torch's default dtype (float64) and seed its generator: the tests after this one
+    # (same worker process) must not inherit either.
+    dtype, rng = torch.get_default_dtype(), torch.random.get_rng_state()
     try:
         import matplotlib.pyplot as plt
 
         plt.show = lambda *args, **kwargs: plt.close("all")
         _run_cells(f"chapter_{chapter}", cells)
     finally:
+        torch.set_default_dtype(dtype)
+        torch.random.set_rng_state(rng)
         for name, contents in saved.items():
             namespace = vars(sys.modules[name])
             for key in set(namespace) - set(contents):
