@@ -98,21 +98,21 @@ def test_batch_times_heads_past_65535_is_folded_into_grid_axis_0(monkeypatch):
     k = torch.empty(b, 5, lq, d)  # grouped K/V heads
     lse = torch.empty(b * h, lq)
     kernels = {"_flash_fwd_kernel": flash.flash_fwd_kernel.fn, "flash_bwd_delta_kernel": flash.flash_bwd_delta_kernel,
-               "_flash_bwd_dkdv_kernel": flash.flash_bwd_dkdv_kernel.fn, "_flash_bwd_dq_kernel": flash.flash_bwd_dq_kernel.fn,
-               "_block_sparse_fwd_kernel": block_sparse._block_sparse_fwd_kernel}
+               "_flash_bwd_dkdv_kernel": flash.flash_bwd_dkdv_kernel.fn, "_flash_bwd_dq_kernel": flash.flash_bwd_dq_kernel.fn}
     grids = _grids(monkeypatch, kernels, lambda: (flash._forward_portable(q, k, k, True, 0.25, (16, 16, 4, 2)),
                                          flash._backward_delta(q, q),
                                          flash._backward_dkdv(q, k, k, q, lse, lse, True, 0.25, (16, 16, 4, 2)),
-                                         flash._backward_dq(q, k, k, q, lse, lse, True, 0.25, (16, 16, 4, 2)),
-                                         block_sparse.block_sparse_attention(
-                                             q, q, q, block_sparse.causal_block_mask(lq, lq, 16), block_size=16)))
+                                         flash._backward_dq(q, k, k, q, lse, lse, True, 0.25, (16, 16, 4, 2))))
     tiles = -(-lq // 16)
     want = {"_flash_fwd_kernel": (tiles * b * h,), "_flash_bwd_dkdv_kernel": (tiles * b * 5,),
-            "_flash_bwd_dq_kernel": (tiles * b * h,), "_block_sparse_fwd_kernel": (tiles * b * h,)}
+            "_flash_bwd_dq_kernel": (tiles * b * h,)}
     for kernel, grid in want.items():
         assert grids[kernel] == grid, (kernel, grids[kernel])
     assert len(grids["flash_bwd_delta_kernel"]) == 1
     assert set(grids) == set(kernels) and all(len(g) == 1 and g[0] < 2**31 for g in grids.values()), grids
+    # The block-sparse kernel keeps its (query blocks, B * H) grid (the fold spills registers): a clear error.
+    with pytest.raises(ValueError, match="at most 65,535"):
+        block_sparse.block_sparse_attention(q, q, q, block_sparse.causal_block_mask(lq, lq, 16), block_size=16)
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
