@@ -100,18 +100,21 @@ def run_chapter(chapter: str, old: str = "", new: str = "", *, stop_after: str |
     # Chapters set torch's default dtype (float64) and seed its generator: the tests after this one
     # (same worker process) must not inherit either.
     dtype, rng = torch.get_default_dtype(), torch.random.get_rng_state()
-    try:
-        import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
 
+    show = plt.show
+    try:
         plt.show = lambda *args, **kwargs: plt.close("all")
         _run_cells(f"chapter_{chapter}", cells)
     finally:
+        plt.show = show
         torch.set_default_dtype(dtype)
         torch.random.set_rng_state(rng)
         for name, contents in saved.items():
             namespace = vars(sys.modules[name])
             for key in set(namespace) - set(contents):
-                del namespace[key]
+                if not isinstance(namespace[key], types.ModuleType):  # a submodule imported meanwhile stays
+                    del namespace[key]
             namespace.update(contents)
         if previous is None:
             os.environ.pop("ATTN_FAST", None)
