@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,7 +59,7 @@ def test_a_flash_run_stopped_by_its_time_limit_leaves_what_it_measured(tmp_path,
     monkeypatch.setattr(flash, "_tma_on", lambda: True)
     budgets = []
     verdicts = {"gluon 128x128/8/2": None}
-    monkeypatch.setattr(canary, "run_in_child", lambda budget_s: budgets.append(budget_s) or verdicts)
+    monkeypatch.setattr(canary, "run_in_child", lambda budget_s: budgets.append(budget_s) or verdicts)  # main's screen
     monkeypatch.setattr(flash, "time_ladder", lambda *a, **k: [{"step": "TMA", "seq_len": 4096, "head_dim": 128,
                                                                "causal": False, "tflops": 500.0}])
     backward = [{"part": "dK/dV", "config": "autotuned", "seq_len": 4096, "head_dim": 128, "causal": False,
@@ -80,7 +82,7 @@ def test_a_flash_run_stopped_by_its_time_limit_leaves_what_it_measured(tmp_path,
     assert main(["--suite", "flash", "--out", str(tmp_path)]) == 0
     saved = json.loads((tmp_path / "flash.json").read_text())
     assert saved["complete"] is True and saved["forward_kernel"] == "tma" and len(saved["rows"]) == 10
-    assert saved["hopper_forward"] == {} and saved["experimental_failure"] is None  # no experimental default
+    assert flash.SCREENED == verdicts  # what the grid's experimental forwards are gated by
     assert saved["experimental_in_grid"] == {"full": None, "causal": None}  # the stand-in ladder has none
 
 
@@ -252,12 +254,13 @@ def test_ladder_logic_runs_in_the_interpreter(monkeypatch):
     space = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages, *([c.maxnreg] if c.maxnreg else []))
              for c in _flash_config.tma_fwd_configs()}
     assert set(two_per_sm) <= space
-    from attnlib.kernels._flash_fwd_ws import WS_CONFIGS  # the ladder times exactly the experimental configurations
+    from attnlib.kernels import experimental  # the ladder times exactly the experimental configurations
 
-    assert tuple(config for _, kernel, config in LADDER if kernel == "ws") == WS_CONFIGS
-    from attnlib.kernels.resources import gluon_forwards
-
-    for kind, (_, space) in gluon_forwards().items():  # every experimental Gluon configuration is a step
+    for kind in experimental.KINDS:  # (the Gluon ones only where this Triton has Gluon)
+        try:
+            space = experimental.configs(kind)
+        except ImportError:
+            continue
         assert tuple(config for _, kernel, config in LADDER if kernel == kind) == space, kind
 
 
@@ -310,29 +313,6 @@ def test_an_experimental_forward_joins_the_grid_only_if_it_beat_the_default_ever
     assert best_experimental(ladder, causal=True) is None
 
 
-def test_the_suite_prints_the_hopper_forward_line_to_paste():
-    """The line it prints for the winners is exactly what _flash_experimental.hopper_forward reads back."""
-    from attnlib.bench.flash import hopper_forward_line
-    from attnlib.kernels import _flash_experimental
-
-    ws = ("warp-specialized 128x64, 4(+8) warps, 3 stages", "ws", [128, 64, 4, 3])  # a list, as JSON gives it back
-    assert hopper_forward_line({"full": None, "causal": None}) is None and hopper_forward_line({}) is None
-    line = hopper_forward_line({"full": ws, "causal": None})
-    assert line == "HOPPER_FORWARD = {False: ('ws', (128, 64, 4, 3))}"
-    namespace = {}
-    exec(line, namespace)
-    _flash_experimental.hopper_forward(False)  # (the module's own, empty: None)
-    old = _flash_experimental.HOPPER_FORWARD
-    try:
-        _flash_experimental.HOPPER_FORWARD = namespace["HOPPER_FORWARD"]
-        assert _flash_experimental.hopper_forward(False) == ("ws", (128, 64, 4, 3))
-        assert _flash_experimental.hopper_forward(True) is None
-    finally:
-        _flash_experimental.HOPPER_FORWARD = old
-    both = hopper_forward_line({"full": ws, "causal": ("g", "gluon", (128, 128, 8, 2))})
-    assert both == "HOPPER_FORWARD = {False: ('ws', (128, 64, 4, 3)), True: ('gluon', (128, 128, 8, 2))}"
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real grid in tools/gpu_check.sh")
 def test_the_grid_times_an_experimental_forward_with_attnlibs_backward():
     """The experimental forward (here the warp-specialised one, which the interpreter runs) in the grid: timed
@@ -379,7 +359,7 @@ def test_backward_breakdown_runs_in_the_interpreter():
     assert backward_candidates("dK/dV", 128, device="cpu") == [(16, 16, 1, 1)]  # the interpreter's one config
     candidates = {"dK/dV": [(16, 32, 4, 2)], "dQ": [(32, 16, 4, 1), (16, 16, 4, 2)]}
     rows = time_backward((24,), head_dim=16, dtype=torch.float32, timer=cpu_timer, device="cpu",
-                         tokens=48, model_dim=32, candidates=candidates, experimental=(),
+                         tokens=48, model_dim=32, candidates=candidates,
                          one_pass=[(16, 32, 4, 2)])  # B=2, H=2
     expected = [("delta", "-"), ("dK/dV", "16x32, 4 warps, 2 stages"), ("dK/dV", "autotuned"),
                 ("dQ", "32x16, 4 warps, 1 stages"), ("dQ", "16x16, 4 warps, 2 stages"), ("dQ", "autotuned"),
@@ -423,27 +403,6 @@ def test_backward_breakdown_runs_in_the_interpreter():
     assert "WRONG" not in "".join(backward_lines(rows))
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real breakdown in tools/gpu_check.sh")
-def test_backward_breakdown_times_the_experimental_dkdv_where_it_applies():
-    """Not causal: timed and compared with SDPA's dK, dV; causal: recorded as not run, with the reason."""
-    pytest.importorskip("triton")
-    from attnlib.bench.flash import time_backward
-
-    experimental = [("descriptors 16x16", (16, 16, 4, 2), False), ("warp-specialized 16x16", (16, 16, 4, 2), True)]
-    rows = time_backward((32,), head_dim=64, dtype=torch.float16, timer=cpu_timer, device="cpu", tokens=64,
-                         model_dim=128, candidates={"dK/dV": [(16, 16, 4, 2)], "dQ": [(16, 16, 4, 2)]},
-                         experimental=experimental, one_pass=())  # B=2, H=2
-    ours = [r for r in rows if r["config"].startswith("experimental: ")]
-    assert [(r["config"], r["causal"]) for r in ours] == [("experimental: " + e[0], c) for c in (False, True)
-                                                          for e in experimental]
-    for r in ours:
-        assert r["part"] == "dK/dV"
-        if r["causal"]:
-            assert r["ms"] is None and "causal=True" in r["error"]
-        else:
-            assert r["error"] is None and r["rel_error_vs_sdpa_flash"] < 1e-2, r
-
-
 def _fake_children(monkeypatch, behaviour, events=None):
     """Stand in for the canary's child processes: ``behaviour(code) -> (returncode or None for a hang, stdout,
     stderr)``; ``events`` records each start and wait, and each child's environment."""
@@ -483,19 +442,18 @@ def test_experimental_kernels_are_gated_by_a_child_process(monkeypatch):
     import json
 
     from attnlib.bench import canary
+    from attnlib.kernels import experimental
 
-    keys = [canary.key(*kernel) for kernel in canary.experimental_kernels()]
-    assert keys == ["ws 128x64/4/3/ws", "ws 128x128/4/2/ws", "dkdv-ws 64x128/8/3", "dkdv-ws 64x128/4/2/ws",
-                    "gluon 128x128/8/2", "gluon 128x64/8/3", "gluon-ws 128x128/8/2", "gluon-ws 128x128/8/3",
-                    "gluon-pingpong 128x128/8/2"]
+    pytest.importorskip("triton.experimental.gluon")
+    keys = [experimental.key(*kernel) for kernel in experimental.candidates()]
+    assert keys == ["ws 128x64/4/3", "ws 128x128/4/2", "gluon 128x128/8/2", "gluon 128x64/8/3",
+                    "gluon-ws 128x128/8/2", "gluon-ws 128x128/8/3", "gluon-pingpong 128x128/8/2",
+                    "gluon-pingpong 128x128/8/3"]
 
     events = []
     _fake_children(monkeypatch, lambda code: (None, "", ""), events)
-    monkeypatch.setattr(canary, "_OUTCOME", {})
     outcome = canary.run_in_child(timeout_s=1)
     assert set(outcome) == set(keys) and all("did not finish in 1 s" in why for why in outcome.values())
-    with pytest.raises(RuntimeError, match="not run in the benchmark's process: the child process did not finish"):
-        canary.gate("dkdv-ws", (64, 128, 4, 2), True)
     # the children run side by side (all started before the first wait), their references untuned
     n = len(canary.GROUPS)
     assert [e[0] for e in events[:n]] == ["start"] * n and {e[0] for e in events[n:]} == {"wait"}
@@ -514,11 +472,6 @@ def test_experimental_kernels_are_gated_by_a_child_process(monkeypatch):
     _fake_children(monkeypatch, lambda code: (0, ran, ""))
     outcome = canary.run_in_child()
     assert outcome[keys[0]] is None and "0.5" in outcome[keys[1]] and outcome[keys[2]] == "not run by the child process"
-    canary.gate("ws", (128, 64, 4, 3), True)  # passed: no error
-    with pytest.raises(RuntimeError, match="relative error 0.5"):
-        canary.gate("ws", (128, 128, 4, 2), True)
-    monkeypatch.setattr(canary, "_OUTCOME", {})
-    canary.gate("ws", (128, 128, 4, 2), True)  # never tried (the interpreter): allowed
 
     # Each group has a child of its own: a Gluon kernel that hangs costs only the Gluon rows.
     def gluon_hangs(code):
@@ -540,7 +493,32 @@ def test_experimental_kernels_are_gated_by_a_child_process(monkeypatch):
     assert outcome == {"gluon-ws 128x128/8/2": None, "gluon-ws 128x128/8/3": "not run by the child process"}
     assert len(events) == 2 and "kinds=('gluon-ws',)" in events[0][3]
     assert events[0][2].split(os.pathsep)[0] == str(Path(canary.__file__).resolve().parents[2])
-    assert "0.5" in canary._OUTCOME[keys[1]] and canary._OUTCOME["gluon-ws 128x128/8/2"] is None
+
+
+def test_the_benchmark_runs_only_the_experimental_kernels_its_screen_passed(monkeypatch):
+    """flash.SCREENED (the verdicts of the suite's screen) gates every experimental forward the suite runs:
+    one that failed in its child process is refused with the child's reason; one never tried may run."""
+    pytest.importorskip("triton")
+    from attnlib.bench import flash
+
+    q = torch.zeros(1, 2, 256, 128, dtype=torch.float16)
+    monkeypatch.setattr(flash, "SCREENED", {"ws 128x64/4/3": None, "ws 128x128/4/2": "relative error 0.5"})
+    assert callable(flash._experimental_forward("ws", (128, 64, 4, 3), q, q, q, False))  # passed: no error
+    with pytest.raises(RuntimeError, match="not run in the benchmark's process: relative error 0.5"):
+        flash._experimental_forward("ws", (128, 128, 4, 2), q, q, q, False)
+    monkeypatch.setattr(flash, "SCREENED", {})
+    assert callable(flash._experimental_forward("ws", (128, 128, 4, 2), q, q, q, False))  # never tried: allowed
+    with pytest.raises(ValueError, match="does not handle"):  # a shape it refuses, before any verdict
+        flash._experimental_forward("ws", (128, 128, 4, 2), q[:, :, :200], q, q, False)
+
+
+def test_the_flash_suite_and_the_canary_do_not_import_each_other():
+    """Each imports attnlib.kernels.experimental, neither the other: run() is handed its screen."""
+    code = ("import sys; import attnlib.bench.{a}; print('attnlib.bench.{b}' in sys.modules)")
+    for a, b in (("flash", "canary"), ("canary", "flash")):
+        done = subprocess.run([sys.executable, "-c", code.format(a=a, b=b)], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0 and done.stdout.strip() == "False", (a, b, done.stdout, done.stderr[-1000:])
 
 
 def test_the_gluon_check_compares_every_case_and_locates_a_wrong_quarter(monkeypatch):
@@ -548,7 +526,8 @@ def test_the_gluon_check_compares_every_case_and_locates_a_wrong_quarter(monkeyp
     import math
 
     from attnlib.bench import canary
-    from attnlib.kernels import _flash_fwd_gluon, flash
+    from attnlib.kernels import flash
+    from attnlib.kernels.experimental import gluon
 
     def attention(q, k, v, causal, scale, config=None):  # -> (o, base-2 lse (B*H, Lq)), bottom-right causal
         group = q.shape[1] // k.shape[1]
@@ -566,12 +545,12 @@ def test_the_gluon_check_compares_every_case_and_locates_a_wrong_quarter(monkeyp
         return o, lse
 
     monkeypatch.setattr(flash, "_forward", attention)
-    monkeypatch.setattr(_flash_fwd_gluon, "flash_fwd_gluon", attention)
+    monkeypatch.setattr(gluon, "flash_fwd_gluon", attention)
     right = canary.gluon_errors((128, 128, 8, 2), device="cpu")
     assert len(right) == 7 and all(o < 1e-2 and lse < 1e-5 for o, lse, _ in right.values()), right
     assert canary.gluon_verdict(right, 2e-2) is None
     assert len(canary.gluon_errors((128, 64, 8, 3), device="cpu")) == 5  # causal needs a square tile
-    monkeypatch.setattr(_flash_fwd_gluon, "flash_fwd_gluon", broken)
+    monkeypatch.setattr(gluon, "flash_fwd_gluon", broken)
     verdict = canary.gluon_verdict(canary.gluon_errors((128, 128, 8, 2), device="cpu"), 2e-2)
     upper_left, upper_right, lower_left, lower_right = (float(x) for x in verdict.split(": ")[-1].replace("/", "")
                                                        .split())
@@ -603,8 +582,10 @@ def test_the_child_checks_each_experimental_kernel_in_the_interpreter():
 
     outcome = canary.child(device="cpu", dtype=torch.float16, seq_len=128)
     # every kernel the interpreter can run matched; the Gluon kernel is recorded as not run, with why
-    assert outcome == {canary.key(*kernel): None if not kernel[0].startswith("gluon") else
-                       "not run: Gluon kernels need a GPU (no interpreter)" for kernel in canary.experimental_kernels()}
+    from attnlib.kernels import experimental
+
+    assert outcome == {experimental.key(*kernel): None if not kernel[0].startswith("gluon") else
+                       "not run: Gluon kernels need a GPU (no interpreter)" for kernel in experimental.candidates()}
     # a group's child runs its own kinds only
     only = canary.child(device="cpu", dtype=torch.float16, seq_len=128, kinds=("gluon-ws",))
     assert set(only) == {k for k in outcome if k.startswith("gluon-ws ")}

@@ -26,7 +26,7 @@ MUTATIONS = [  # (module under attnlib/kernels, line as written, broken line, te
     ("_flash_bwd.py", "ds_t = p_t * (dp_t - delta[None, :])", "ds_t = p_t * dp_t",
      "test_kernels_flash.py", "matches_reference_float32"),
     ("_flash_bwd.py", "dq = dq * sm_scale", "dq = dq", "test_kernels_flash.py", "matches_reference_float32"),
-    ("_flash_fwd_ws.py", "LK - LQ, CAUSAL, CAUSAL", "0, CAUSAL, CAUSAL",  # causal diagonal aligned top-left
+    ("experimental/fwd_ws.py", "LK - LQ, CAUSAL, CAUSAL", "0, CAUSAL, CAUSAL",  # causal diagonal aligned top-left
      "test_kernels_flash_ws.py", "causal_matches"),
     ("decode.py", "col_ok = cols < hi", "col_ok = cols <= hi", "test_kernels_decode.py", "ragged"),
     ("block_sparse.py", "keep = keep & (cols[None, :] <= pos[:, None])", "keep = keep & (cols[None, :] < pos[:, None])",

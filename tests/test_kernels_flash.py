@@ -9,6 +9,9 @@ fully masked causal rows (Lq > Lk). The reference runs in float64.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -329,110 +332,57 @@ def test_a_fixed_backward_configuration_is_the_one_launched(monkeypatch):
     assert tuple(launches["dq"][1](launches["dq"][0])) == (4,)
 
 
-@pytest.mark.skipif(CUDA, reason="the interpreter runs the warp-specialised forward at 16x16 tiles; "
-                    "on a GPU the benchmark times the experimental forwards")
-def test_auto_takes_a_promoted_experimental_forward_only_where_it_handles_the_inputs(monkeypatch):
-    """With an experimental forward named the Hopper default, "auto" runs it for whole tiles (with
-    flash_attention's own backward), the TMA kernel for the rest, and the TMA kernel for good once it fails."""
-    from attnlib.kernels import _flash_experimental, _flash_fwd_ws, flash
-
-    if flash.TensorDescriptor is None:
-        pytest.skip("this Triton has no triton.tools.tensor_descriptor")
-    ran = []
-
-    def spy(name, original):
-        def run(*args, **kwargs):
-            ran.append(name)
-            return original(*args, **kwargs)
-        return run
-
-    monkeypatch.setattr(flash, "_tma_available", lambda q: True)  # as on a Hopper GPU
-    monkeypatch.setattr(flash, "_EXPERIMENTAL_FAILURE", None)
-    monkeypatch.setattr(_flash_experimental, "HOPPER_FORWARD", {False: ("ws", (16, 16, 4, 2)),
-                                                                True: ("ws", (16, 16, 4, 2))})
-    monkeypatch.setattr(_flash_fwd_ws, "flash_fwd_ws", spy("ws", _flash_fwd_ws.flash_fwd_ws))
-    monkeypatch.setattr(flash, "_forward_tma", spy("tma", flash._forward_tma))
-    _check(1, 4, 2, 32, 48, 64, False, torch.float16, seed=11)  # whole 16-row tiles, grouped K/V heads
-    _check(1, 2, 2, 32, 48, 64, True, torch.float16, seed=12)  # causal, whole tiles
-    assert ran == ["ws", "ws"]
-    _check(1, 2, 2, 37, 48, 64, False, torch.float16, seed=13, grads=False)  # a ragged query tile
-    _check(1, 2, 2, 32, 48, 40, False, torch.float16, seed=14, grads=False)  # head dim 40
-    assert ran == ["ws", "ws", "tma", "tma"]
-    q, k, v = _inputs(1, 2, 2, 32, 48, 64, torch.float16, seed=15)
-    flash_attention(q, k, v, kernel="tma")
-    flash_attention(q, k, v, kernel="portable")
-    assert ran == ["ws", "ws"] + ["tma"] * 3  # an explicit kernel is that kernel
-
-    def broken(*args, **kwargs):  # (an error that means "cannot run here": see test_kernels_flash_fallbacks.py)
-        from triton.runtime.errors import PTXASError
-
-        raise PTXASError("no warp specialisation here")
-
-    monkeypatch.setattr(_flash_fwd_ws, "flash_fwd_ws", broken)
-    with pytest.warns(RuntimeWarning, match=r"experimental forward ws \(16, 16, 4, 2\) failed"):
-        out = flash_attention(q, k, v)
-    _assert_close(out, _reference(q, k, v, False)[0], TOL[torch.float16], "the TMA kernel after the failure")
-    assert flash._EXPERIMENTAL_FAILURE == "PTXASError: PTXAS error: no warp specialisation here"
-    monkeypatch.setattr(_flash_fwd_ws, "flash_fwd_ws", spy("ws", _flash_fwd_ws.flash_fwd_ws))
-    flash_attention(q, k, v)  # not tried again
-    assert ran == ["ws", "ws"] + ["tma"] * 5
-
-    def no_gluon(*args, **kwargs):  # what a Triton without Gluon (before 3.6) does at the import
-        raise ImportError("cannot import name 'gluon' from 'triton.experimental'")
-
-    monkeypatch.setattr(flash, "_EXPERIMENTAL_FAILURE", None)
-    monkeypatch.setattr(_flash_experimental, "unhandled", no_gluon)
-    with pytest.warns(RuntimeWarning, match="ImportError"):
-        flash_attention(q, k, v)
-    assert ran == ["ws", "ws"] + ["tma"] * 6
+def test_the_production_path_imports_no_experimental_kernel():
+    """flash_attention, forward and backward, loads neither attnlib.kernels.experimental nor the benchmark:
+    a kernel is promoted by moving it into the production path, not by a switch that imports experiments."""
+    code = ("import sys, torch, attnlib; before = set(sys.modules); from attnlib.kernels import flash_attention; "
+            "q = torch.randn(1, 2, 24, 16, requires_grad=True); flash_attention(q, q, q, causal=True).sum().backward(); "
+            "print(sorted(m for m in set(sys.modules) - before "
+            "if m.startswith(('attnlib.kernels.experimental', 'attnlib.bench'))))")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
 
 
-@pytest.mark.skipif(CUDA, reason="the interpreter runs the warp-specialised forward at 16x16 tiles")
-def test_a_promoted_forward_runs_only_for_the_mask_it_is_named_for(monkeypatch):
-    """HOPPER_FORWARD names a forward per mask: one that won without a mask must not take causal inputs."""
-    from attnlib.kernels import _flash_experimental, _flash_fwd_ws, flash
+def test_a_callable_forward_runs_under_flash_attentions_backward():
+    """How the benchmark times an experimental forward: ``_forward`` runs a callable as it is."""
+    from attnlib.kernels import flash
 
-    if flash.TensorDescriptor is None:
-        pytest.skip("this Triton has no triton.tools.tensor_descriptor")
-    ran = []
-    original = _flash_fwd_ws.flash_fwd_ws
-    monkeypatch.setattr(flash, "_tma_available", lambda q: True)  # as on a Hopper GPU
-    monkeypatch.setattr(flash, "_EXPERIMENTAL_FAILURE", None)
-    monkeypatch.setattr(_flash_fwd_ws, "flash_fwd_ws", lambda *a, **kw: ran.append("ws") or original(*a, **kw))
-    for named, want in (({False: ("ws", (16, 16, 4, 2))}, ["ws"]), ({True: ("ws", (16, 16, 4, 2))}, [])):
-        ran.clear()
-        monkeypatch.setattr(_flash_experimental, "HOPPER_FORWARD", named)
-        _check(1, 2, 2, 32, 48, 64, False, torch.float16, seed=21, grads=False)  # not causal
-        assert ran == want
-        _check(1, 2, 2, 32, 48, 64, True, torch.float16, seed=22, grads=False)  # causal
-        assert ran == want + (["ws"] if True in named else [])
-    q, k, v = _inputs(1, 1, 1, 16, 16, 16, torch.float16, seed=0)
-    for malformed, message in ((("ws", (16, 16, 4, 2)), "must be a dict"), ({"full": ("ws", (16, 16, 4, 2))},
-                               "must be a dict"), ({False: ("ws", 16)}, r"HOPPER_FORWARD\[False\] must be"),
-                               ({False: ("fast", (16, 16, 4, 2))}, "kind must be one of")):
-        monkeypatch.setattr(_flash_experimental, "HOPPER_FORWARD", malformed)
-        with pytest.raises(ValueError, match=message):
-            flash_attention(q, k, v)
+    q, k, v = _inputs(1, 2, 1, 32, 48, 16, torch.float32, seed=3)
+    calls = []
+
+    def forward(*args):
+        calls.append(len(args))
+        return flash._forward_portable(*args)
+
+    out = flash._FlashAttention.apply(q, k, v, False, 0.25, forward)
+    _assert_close(out, _reference(q, k, v, False, scale=0.25)[0], TOL[torch.float32], "the callable's output")
+    assert calls == [5]
 
 
 def test_experimental_forwards_say_what_they_do_not_handle():
-    from attnlib.kernels import _flash_experimental
+    from attnlib.kernels import experimental
 
     q, k, v = _inputs(1, 4, 2, 256, 256, 128, torch.float16, seed=0)
-    assert _flash_experimental.unhandled("ws", (128, 64, 4, 3), q, k, v, False) == []
-    assert _flash_experimental.unhandled("ws", (128, 64, 4, 3), q, k, v, True) == []  # causal: one masked loop
-    assert "dtype torch.float32" in " ".join(_flash_experimental.unhandled("ws", (128, 64, 4, 3), q.float(),
+    assert experimental.unhandled("ws", (128, 64, 4, 3), q, k, v, False) == []
+    assert experimental.unhandled("ws", (128, 64, 4, 3), q, k, v, True) == []  # causal: one masked loop
+    assert "dtype torch.float32" in " ".join(experimental.unhandled("ws", (128, 64, 4, 3), q.float(),
                                                                           k.float(), v.float(), True))
-    problems = _flash_experimental.unhandled("ws", (128, 64, 4, 3), q[:, :, :200], k, v, False)
+    problems = experimental.unhandled("ws", (128, 64, 4, 3), q[:, :, :200], k, v, False)
     assert problems and "Lq=200" in problems[0]
+    wide = torch.empty(1, 70_000, 128, 128, dtype=torch.float16, device="meta")  # B*H past the grid's axis 1
+    assert "65,535" in " ".join(experimental.unhandled("ws", (128, 64, 4, 3), wide, wide, wide, False))
     with pytest.raises(ValueError, match="kind must be one of"):
-        _flash_experimental.unhandled("fast", (128, 64, 4, 3), q, k, v, False)
+        experimental.unhandled("fast", (128, 64, 4, 3), q, k, v, False)
     pytest.importorskip("triton.experimental.gluon")
-    assert _flash_experimental.unhandled("gluon", (128, 128, 8, 2), q, k, v, True) == []  # square tiles: causal
-    assert "square" in " ".join(_flash_experimental.unhandled("gluon", (128, 64, 8, 3), q, k, v, True))
+    assert experimental.unhandled("gluon", (128, 128, 8, 2), q, k, v, True) == []  # square tiles: causal
+    assert "square" in " ".join(experimental.unhandled("gluon", (128, 64, 8, 3), q, k, v, True))
     assert "BLOCK_M=128 and num_warps=8" in " ".join(
-        _flash_experimental.unhandled("gluon-pingpong", (128, 128, 4, 2), q, k, v, False))
-    assert set(_flash_experimental.gluon_forwards()) == set(_flash_experimental.KINDS) - {"ws"}
+        experimental.unhandled("gluon-pingpong", (128, 128, 4, 2), q, k, v, False))
+    assert set(experimental.gluon_forwards()) == set(experimental.KINDS) - {"ws"}
+    assert {kind for kind, _ in experimental.candidates()} == set(experimental.KINDS)
+    assert experimental.key("gluon-pingpong", (128, 128, 8, 3)) == "gluon-pingpong 128x128/8/3"
 
 
 def test_kernel_argument_is_checked():
@@ -444,12 +394,13 @@ def test_kernel_argument_is_checked():
 def _one_pass_against_float64(b, hq, hk, lq, lk, d, causal, dtype, seed, config):
     """The one-pass backward (dQ by atomic adds in the dK/dV kernel) against float64 autograd."""
     from attnlib.kernels import flash
+    from attnlib.kernels.experimental.one_pass_bwd import backward_one_pass
 
     q, k, v = _inputs(b, hq, hk, lq, lk, d, dtype, seed)
     dout = torch.randn(q.shape, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE, dtype)
     scale = d ** -0.5
     o, lse = flash._forward(q, k, v, causal, scale)
-    got = flash._backward_one_pass(q, k, v, o, lse, dout, causal, scale, config)
+    got = backward_one_pass(q, k, v, o, lse, dout, causal, scale, config)
     ref, leaves = _reference(*(x.requires_grad_() for x in (q, k, v)), causal)
     want = torch.autograd.grad(ref, leaves, dout.double())
     for name, a, e in zip(("dq", "dk", "dv"), got, want):
@@ -468,6 +419,7 @@ def test_one_pass_backward_matches_float64_autograd(case):
 
 def test_one_pass_backward_float16_large_logits():
     from attnlib.kernels import flash
+    from attnlib.kernels.experimental.one_pass_bwd import backward_one_pass
 
     dq, dk, dv = _one_pass_against_float64(1, 2, 1, 45, 70, 32, True, torch.float16, seed=9, config=(16, 32, 4, 2))
     assert torch.isfinite(dq).all() and torch.isfinite(dk).all()
@@ -475,7 +427,7 @@ def test_one_pass_backward_float16_large_logits():
     q = q * 30  # logits ~ 100: the recomputed probabilities must still come from the saved log-sum-exp
     do = torch.randn_like(q)
     o, lse = flash._forward(q, k, v, False, 0.25)
-    for a, e in zip(flash._backward_one_pass(q, k, v, o, lse, do, False, 0.25, (16, 16, 4, 1)),
+    for a, e in zip(backward_one_pass(q, k, v, o, lse, do, False, 0.25, (16, 16, 4, 1)),
                     flash._backward(q, k, v, o, lse, do, False, 0.25)):
         torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
 
@@ -483,7 +435,7 @@ def test_one_pass_backward_float16_large_logits():
 @pytest.mark.skipif(not CUDA, reason="bfloat16 at the benchmark's tiles runs on a GPU only")
 @pytest.mark.parametrize("causal", [False, True])
 def test_gpu_one_pass_backward_bfloat16(causal):
-    from attnlib.kernels.flash import ONE_PASS_CONFIGS
+    from attnlib.kernels.experimental.one_pass_bwd import ONE_PASS_CONFIGS
 
     for config in ONE_PASS_CONFIGS:
         _one_pass_against_float64(2, 4, 2, 1000, 1111, 128, causal, torch.bfloat16, seed=11, config=config)

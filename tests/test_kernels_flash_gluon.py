@@ -1,5 +1,5 @@
-"""The experimental Gluon forwards (``attnlib.kernels._flash_fwd_gluon``, ``._flash_fwd_gluon_ws``), as far as
-a CPU can check them.
+"""The experimental Gluon forwards (``attnlib.kernels.experimental.gluon``, ``.gluon_ws``, ``.gluon_pingpong``),
+as far as a CPU can check them.
 
 Gluon has no interpreter, so the kernel's results are checked on a GPU only (the benchmark's
 child process, ``attnlib.bench.canary.gluon_errors``, before any timing). What a CPU can check:
@@ -19,10 +19,10 @@ import torch
 triton = pytest.importorskip("triton")
 pytest.importorskip("triton.experimental.gluon")
 
-from attnlib.kernels._flash_fwd_gluon import check_gluon_supported, flash_fwd_gluon  # noqa: E402
-from attnlib.kernels._flash_fwd_gluon_pingpong import flash_fwd_gluon_pingpong  # noqa: E402
-from attnlib.kernels._flash_fwd_gluon_ws import flash_fwd_gluon_ws  # noqa: E402
-from attnlib.kernels.resources import gluon_forwards  # noqa: E402
+from attnlib.kernels.experimental import gluon_forwards  # noqa: E402
+from attnlib.kernels.experimental.gluon import check_gluon_supported, flash_fwd_gluon  # noqa: E402
+from attnlib.kernels.experimental.gluon_pingpong import flash_fwd_gluon_pingpong  # noqa: E402
+from attnlib.kernels.experimental.gluon_ws import flash_fwd_gluon_ws  # noqa: E402
 from attnlib.kernels._interpreter_compat import interpreting  # noqa: E402
 
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
@@ -49,9 +49,9 @@ def test_refuses_what_it_does_not_handle_and_says_what(causal, dtype, d, lq, lk,
 def test_refuses_inputs_that_do_not_fit_together(monkeypatch):
     """The ws forward's consistency checks (tests/test_kernels_flash_ws.py) hold for every Gluon forward too:
     3 query heads on 2 K/V heads would read zeros past the end of K and V, not fail."""
-    from attnlib.kernels import _flash_fwd_gluon
+    from attnlib.kernels.experimental import gluon
 
-    monkeypatch.setattr(_flash_fwd_gluon, "interpreting", lambda: False)  # the checks come before launching
+    monkeypatch.setattr(gluon, "interpreting", lambda: False)  # the checks come before launching
     q = torch.zeros(1, 3, 128, 64, dtype=torch.bfloat16)
     kv = torch.zeros(1, 2, 128, 64, dtype=torch.bfloat16)
     for forward in (flash_fwd_gluon, flash_fwd_gluon_ws, flash_fwd_gluon_pingpong):
@@ -72,9 +72,9 @@ def test_says_it_cannot_run_in_the_interpreter():
 
 
 def test_the_ping_pong_kernel_refuses_other_than_two_warp_groups_of_64_rows(monkeypatch):
-    from attnlib.kernels import _flash_fwd_gluon
+    from attnlib.kernels.experimental import gluon
 
-    monkeypatch.setattr(_flash_fwd_gluon, "interpreting", lambda: False)  # the check comes before launching
+    monkeypatch.setattr(gluon, "interpreting", lambda: False)  # the check comes before launching
     q = torch.zeros(1, 2, 128, 64, dtype=torch.float16)
     with pytest.raises(ValueError, match="BLOCK_M=128 and num_warps=8"):
         flash_fwd_gluon_pingpong(q, q, q, False, 0.1, config=(128, 128, 4, 2))

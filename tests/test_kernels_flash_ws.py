@@ -1,11 +1,9 @@
-"""The experimental Hopper kernels (``attnlib.kernels._flash_fwd_ws``, ``._flash_bwd_ws``) under the interpreter.
+"""The experimental warp-specialised forward (``attnlib.kernels.experimental.fwd_ws``) under the interpreter.
 
 What a CPU can check: the forward computes attention and its log-sum-exp (causal too, with more
-keys than queries), and the dK/dV kernel the gradients of the keys and values (the interpreter
-runs the loops as written; the
-warp specialisation itself is a compilation step, which ``test_kernels_compile_sm90.py``
-checks happens for sm_90), and both refuse what they do not handle with an error that names
-it. Speed is the GPU benchmark's job.
+keys than queries; the interpreter runs the loop as written, and the warp specialisation itself
+is a compilation step, which ``test_kernels_compile_sm90.py`` checks happens for sm_90), and it
+refuses what it does not handle with an error that names it. Speed is the GPU benchmark's job.
 """
 
 from __future__ import annotations
@@ -16,8 +14,7 @@ import pytest
 import torch
 
 from attnlib.kernels import flash
-from attnlib.kernels._flash_bwd_ws import DKDV_WS_CONFIGS, check_dkdv_ws_supported, dkdv_ws
-from attnlib.kernels._flash_fwd_ws import WS_CONFIGS, check_ws_supported, flash_fwd_ws
+from attnlib.kernels.experimental.fwd_ws import WS_CONFIGS, check_ws_supported, flash_fwd_ws
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter tests (the GPU times the ladder)")
 
@@ -116,50 +113,3 @@ def test_refuses_inputs_that_do_not_fit_together(case):
     if v is not None:
         with pytest.raises(ValueError, match="warp-specialised forward does not handle"):
             flash_fwd_ws(q, k, v, False, 0.1, config=(16, 16, 4, 2))
-
-
-@pytest.mark.parametrize("d, lq, lk", [(64, 32, 48), (128, 16, 32)])
-def test_dkdv_gives_the_gradients_of_keys_and_values(d, lq, lk):
-    g = torch.Generator().manual_seed(d + lq + lk)
-    q, do = (torch.randn(2, 3, lq, d, generator=g).half() for _ in range(2))
-    k, v = (torch.randn(2, 3, lk, d, generator=g).half() for _ in range(2))
-    scale = d ** -0.5
-    o, lse2 = flash._forward(q, k, v, False, scale)
-    delta = flash._backward_delta(o, do)
-    # float64 autograd of softmax(scale q k^T) v, through the same fp16 inputs
-    q64, k64, v64 = (x.double().requires_grad_() for x in (q, k, v))
-    out = torch.softmax(q64 @ k64.transpose(-1, -2) * scale, -1) @ v64
-    ref_dk, ref_dv = torch.autograd.grad(out, (k64, v64), do.double())
-    for warp_specialize in (False, True):
-        dk, dv = dkdv_ws(q, k, v, do, lse2, delta, False, scale, config=(16, 16, 4, 2),
-                         warp_specialize=warp_specialize)
-        assert dk.shape == k.shape and dv.shape == v.shape and dk.dtype == torch.float16
-        torch.testing.assert_close(dk.double(), ref_dk, atol=1e-2, rtol=1e-2)
-        torch.testing.assert_close(dv.double(), ref_dv, atol=1e-2, rtol=1e-2)
-        # and exactly what attnlib's own dK/dV kernel gives
-        same = flash._backward_dkdv(q, k, v, do, lse2, delta, False, scale)
-        torch.testing.assert_close(dk, same[0], atol=2e-3, rtol=2e-3)
-        torch.testing.assert_close(dv, same[1], atol=2e-3, rtol=2e-3)
-
-
-def test_dkdv_configurations_are_whole_tiles_and_one_is_warp_specialised():
-    assert all(bm % 16 == 0 and bn % 64 == 0 for _, (bm, bn, _, _), _ in DKDV_WS_CONFIGS)
-    assert [ws for _, _, ws in DKDV_WS_CONFIGS] == [False, True]
-    assert all(config[2] == 4 for _, config, ws in DKDV_WS_CONFIGS if ws)  # 4 warps: Triton adds the producer
-
-
-@pytest.mark.parametrize("causal, hk, dtype, d, lq, lk, words", [
-    (True, 2, torch.float16, 64, 32, 32, "causal=True"),
-    (False, 1, torch.float16, 64, 32, 32, "grouped K/V heads"),
-    (False, 2, torch.float32, 64, 32, 32, "dtype torch.float32"),
-    (False, 2, torch.float16, 96, 32, 32, "head dim 96"),
-    (False, 2, torch.float16, 64, 32, 40, "Lk=40"),
-])
-def test_dkdv_refuses_what_it_does_not_handle_and_says_what(causal, hk, dtype, d, lq, lk, words):
-    q = torch.zeros(1, 2, lq, d, dtype=dtype)
-    k = torch.zeros(1, hk, lk, d, dtype=dtype)
-    with pytest.raises(ValueError, match=words):
-        check_dkdv_ws_supported(q, k, causal, 16, 16)
-    lse = torch.zeros(2, lq)
-    with pytest.raises(ValueError, match="experimental dK/dV kernel does not handle"):
-        dkdv_ws(q, k, k, q, lse, lse, causal, 0.1, config=(16, 16, 4, 2))

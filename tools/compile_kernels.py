@@ -112,39 +112,30 @@ def bench_cases(quick: bool):
 
 
 def _one_pass_tiles(q, k, v, o, lse, causal):
-    """The experimental one-pass backward in each of its tiles (``flash.ONE_PASS_CONFIGS``): like an
+    """The experimental one-pass backward in each of its tiles (``ONE_PASS_CONFIGS``): like an
     autotuner's space, at least one must compile without spilling."""
-    from attnlib.kernels import flash
+    from attnlib.kernels.experimental.one_pass_bwd import ONE_PASS_CONFIGS, backward_one_pass
 
-    for config in flash.ONE_PASS_CONFIGS:
-        flash._backward_one_pass(q, k, v, o, lse, torch.empty_like(q), causal, 0.1, config)
+    for config in ONE_PASS_CONFIGS:
+        backward_one_pass(q, k, v, o, lse, torch.empty_like(q), causal, 0.1, config)
 
 
 def _ws_cases(name, q, k, v, causal):
-    """The experimental Hopper kernels, once per configuration the benchmark times: the warp-specialised
-    forward (ladder; causal or not) and, not causal, the descriptor dK/dV kernel (backward breakdown,
-    which needs one query head per K/V head: it gets K and V of q's shape)."""
-    from attnlib.kernels._flash_bwd_ws import DKDV_WS_CONFIGS, dkdv_ws
-    from attnlib.kernels._flash_fwd_ws import WS_CONFIGS, flash_fwd_ws
+    """The experimental warp-specialised forward (:mod:`attnlib.kernels.experimental.fwd_ws`), once per
+    configuration the benchmark times, causal or not."""
+    from attnlib.kernels.experimental.fwd_ws import WS_CONFIGS, flash_fwd_ws
 
     for config in WS_CONFIGS:
         yield (f"{name} fwd-ws {config[0]}x{config[1]}",
                lambda q=q, k=k, v=v, c=config: flash_fwd_ws(q, k, v, causal, 0.1, config=c))
-    if causal:
-        return
-    lse = torch.empty(q.shape[0] * q.shape[1], q.shape[2])
-    for _, config, ws in DKDV_WS_CONFIGS:
-        yield (f"{name} bwd-dkdv-ws {config[0]}x{config[1]}/{config[2]}",
-               lambda q=q, lse=lse, c=config, ws=ws: dkdv_ws(q, q, q, q, lse, lse, False, 0.1, config=c,
-                                                             warp_specialize=ws))
 
 
 def _gluon_cases(name, q, k, v, causal):
-    """The experimental Gluon forwards (``resources.gluon_forwards``), once per configuration they handle
+    """The experimental Gluon forwards (``experimental.gluon_forwards``), once per configuration they handle
     here (whole tiles; causal only with square ones). Needs sm_90: the course's other targets skip them."""
     try:
-        from attnlib.kernels._flash_fwd_gluon import unhandled
-        from attnlib.kernels.resources import gluon_forwards
+        from attnlib.kernels.experimental import gluon_forwards
+        from attnlib.kernels.experimental.gluon import unhandled
 
         forwards = gluon_forwards()
     except ImportError as e:  # a Triton without Gluon: nothing of these to compile (said, not fatal)

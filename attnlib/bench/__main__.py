@@ -4,7 +4,9 @@ Each suite is a module ``attnlib.bench.<suite>`` with ``run(quick=False) -> dict
 For each suite this writes ``DIR/<suite>.json`` (the suite's results plus
 :func:`attnlib.bench.env.machine_info`: GPU, driver, versions, date) and
 ``DIR/<suite>.png``; a suite whose ``run`` takes ``checkpoint`` (flash) has its JSON written after
-each phase too, ``"complete": false`` until it ends, so that a time limit costs only what was left.
+each phase too, ``"complete": false`` until it ends, so that a time limit costs only what was left;
+a suite whose ``run`` takes ``screen`` (flash) gets :func:`attnlib.bench.canary.run_in_child`, which
+checks the experimental kernels in child processes before the suite times them.
 Without CUDA it says so and exits 0, writing nothing: CPU timings
 of GPU kernels (or of Triton's interpreter) would be meaningless numbers.
 Copy the JSON files into ``attnlib/bench/results/`` to ship them with the package.
@@ -60,8 +62,13 @@ def main(argv=None) -> int:
         try:
             module = importlib.import_module(f"attnlib.bench.{suite}")
             # a suite that saves as it goes (flash) leaves what it measured if a time limit stops it
-            saves = "checkpoint" in inspect.signature(module.run).parameters
-            results = module.run(quick=args.quick, **({"checkpoint": write} if saves else {}))
+            parameters = inspect.signature(module.run).parameters
+            extra = {"checkpoint": write} if "checkpoint" in parameters else {}
+            if "screen" in parameters:  # experimental kernels: checked in child processes first
+                from .canary import run_in_child
+
+                extra["screen"] = lambda budget_s: run_in_child(budget_s=budget_s)
+            results = module.run(quick=args.quick, **extra)
         except Exception:  # noqa: BLE001 - one broken suite must not lose the others' results
             failures += 1
             print(f"[attnlib.bench] {suite} FAILED:\n{traceback.format_exc()}", flush=True)
@@ -80,7 +87,7 @@ def main(argv=None) -> int:
 
 def _print_flash_summary(results: dict) -> None:
     """A short table (the tail of the output is what a remote run shows)."""
-    from .flash import backward_lines, hopper_forward_line, ladder_lines
+    from .flash import backward_lines, ladder_lines
 
     for line in ladder_lines(results.get("ladder") or []):
         print("ladder", line)
@@ -94,9 +101,6 @@ def _print_flash_summary(results: dict) -> None:
     for mask, winner in winners.items():
         if winner:
             print(f"experimental forward in the grid ('exper' below), {mask}: {winner[0]}")
-    paste = hopper_forward_line(winners)
-    if paste:
-        print(f"to make it flash_attention's forward (if the grid agrees): {paste}")
     print(f"{'D':>4} {'N':>6} {'causal':>6} {'mode':>8} {'ours':>7} {'cudnn':>7} {'flash':>7} {'effic':>7}"
           f" {'/cudnn':>7} {'/flash':>7} {'portbl':>7} {'exper':>7} {'/cudnn':>7}")
     for r in results["ratios"]:

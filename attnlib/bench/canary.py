@@ -1,12 +1,12 @@
-"""Run the experimental kernels once in a child process before the benchmark runs them in its own.
+"""Run the experimental kernels once in a child process before a benchmark runs them in its own.
 
-The experimental Hopper kernels (:mod:`attnlib.kernels._flash_fwd_ws`, :mod:`._flash_bwd_ws`,
-:mod:`._flash_fwd_gluon`) are new code on new compiler paths (warp specialisation; Gluon's
-explicit barriers). A deadlock, or a compiler assertion (an abort, not a Python exception),
-inside the flash suite would cost the suite's whole result file. So :func:`run_in_child`
-first runs each of them in a child Python, on random input, against SDPA's output or
-attnlib's own kernels, with a time limit; :func:`gate` then lets the benchmark run only those
-that passed (a kernel the child never tried, as in the interpreter tests, may run).
+The experimental Hopper forwards (:mod:`attnlib.kernels.experimental`) are new code on new
+compiler paths (warp specialisation; Gluon's explicit barriers). A deadlock, or a compiler
+assertion (an abort, not a Python exception), inside the flash suite would cost the suite's whole
+result file. So :func:`run_in_child` first runs each of them in a child Python, on random input,
+against SDPA's output or attnlib's own forward, with a time limit, and returns the verdicts
+(``{experimental.key(kind, config): None or why not}``); the caller (the flash suite's ``screen``,
+``tools/gpu_forward_target.py``) times only those that passed. This module imports no benchmark suite.
 
 The Gluon forward has no interpreter to run in on a CPU: this child is the only place its
 results are checked, so it gets several cases (causal, grouped K/V, head dim 64, float16,
@@ -25,107 +25,71 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["run_in_child", "gate", "experimental_kernels", "key", "gluon_errors", "gluon_verdict", "GROUPS"]
-
-_OUTCOME: dict = {}  # key -> None (ran in the child and matched) or why it may not run here
-
-
-def key(kind: str, config, warp_specialize: bool) -> str:
-    """``"<kind> BMxBN/warps/stages[/ws]"``, kind ``"ws"`` (forward), ``"dkdv-ws"`` or a Gluon kind (``"gluon..."``)."""
-    return f"{kind} {config[0]}x{config[1]}/{config[2]}/{config[3]}" + ("/ws" if warp_specialize else "")
-
-
-def experimental_kernels() -> list[tuple[str, tuple, bool]]:
-    """``(kind, config, warp_specialize)`` of every experimental kernel the flash suite times."""
-    from ..kernels._flash_bwd_ws import DKDV_WS_CONFIGS
-    from ..kernels._flash_fwd_ws import WS_CONFIGS
-    from ..kernels.resources import gluon_forwards
-
-    try:  # a Triton without Gluon (older than the course's 3.6) has no Gluon kernels to check
-        gluon = [(kind, config, False) for kind, (_, space) in gluon_forwards().items() for config in space]
-    except ImportError:
-        gluon = []
-    return ([("ws", config, True) for config in WS_CONFIGS] + [("dkdv-ws", c, ws) for _, c, ws in DKDV_WS_CONFIGS]
-            + gluon)
-
-
-def gate(kind: str, config, warp_specialize: bool) -> None:
-    """Raise if the child tried this kernel and it failed."""
-    reason = _OUTCOME.get(key(kind, config, warp_specialize))
-    if reason is not None:
-        raise RuntimeError(f"not run in the benchmark's process: {reason}")
+__all__ = ["run_in_child", "gluon_errors", "gluon_verdict", "GROUPS"]
 
 
 # Each group runs in a child of its own, with its own time limit in seconds: a hang of one Gluon kernel
 # (a barrier waited on with the wrong phase never completes) must not cost the other kernels their
 # measurements. The children run side by side: a hang costs the flash suite its child's limit, no more.
-GROUPS = ((("ws", "dkdv-ws"), 180), (("gluon",), 60), (("gluon-ws",), 60), (("gluon-pingpong",), 60))
+GROUPS = ((("ws",), 120), (("gluon",), 60), (("gluon-ws",), 60), (("gluon-pingpong",), 60))
 
 
 def child(device: str = "cuda", dtype=torch.bfloat16, seq_len: int = 1024, kinds=None) -> dict:
-    """In the child: each experimental kernel (of ``kinds``, default all) once on random input
-    (B=1, H=2, N=seq_len, D=128); ``{key: None or the reason it failed}``."""
-    from ..kernels import flash
-    from ..kernels._flash_bwd_ws import dkdv_ws
-    from ..kernels._flash_fwd_ws import flash_fwd_ws
+    """In the child: each experimental forward (of ``kinds``, default all) once on random input
+    (B=1, H=2, N=seq_len, D=128); ``{experimental.key: None or the reason it failed}``."""
+    from ..kernels import experimental, flash
+    from ..kernels.experimental.fwd_ws import flash_fwd_ws
     from .compare import CHECK_TOL as _CHECK_TOL  # the flash suite's comparison and its bfloat16 tolerance
     from .compare import rel_error as _rel
 
     gen = torch.Generator(device=device).manual_seed(5)
-    q, k, v, do = (torch.randn(1, 2, seq_len, 128, device=device, dtype=dtype, generator=gen) for _ in range(4))
+    q, k, v = (torch.randn(1, 2, seq_len, 128, device=device, dtype=dtype, generator=gen) for _ in range(3))
     scale = 128 ** -0.5
-    if kinds is None or {"ws", "dkdv-ws"} & set(kinds):  # the references the warp-specialised kernels need
-        o, lse = flash._forward(q, k, v, False, scale)
-        delta = flash._backward_delta(o, do)
+    if kinds is None or "ws" in kinds:  # the references the warp-specialised forward needs
         ref_o = torch.nn.functional.scaled_dot_product_attention(q, k, v)
         ref_causal_o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)  # square: same
         # causal with 256 more keys than queries: the diagonal moves right (attnlib's own forward as the reference)
         k_long, v_long = torch.cat([k, k[:, :, :256]], 2), torch.cat([v, v[:, :, :256]], 2)
         ref_long_o = flash._forward(q, k_long, v_long, True, scale)[0]
-        ref_dkdv = flash._backward_dkdv(q, k, v, do, lse, delta, False, scale)
     result = {}
-    for kind, config, ws in experimental_kernels():
+    for kind, config in experimental.candidates():
         if kinds is not None and kind not in kinds:
             continue
+        name = experimental.key(kind, config)
         try:
             if kind == "ws":
                 errors = [_rel(flash_fwd_ws(q, k, v, False, scale, config=config)[0], ref_o),
                           _rel(flash_fwd_ws(q, k, v, True, scale, config=config)[0], ref_causal_o),
                           _rel(flash_fwd_ws(q, k_long, v_long, True, scale, config=config)[0], ref_long_o)]
-            elif kind.startswith("gluon"):
-                if device != "cuda":  # no interpreter for Gluon: nothing to learn off a GPU
-                    result[key(kind, config, ws)] = "not run: Gluon kernels need a GPU (no interpreter)"
-                    continue
-                by_case = gluon_errors(config, device, gen, kind=kind)
-                result[key(kind, config, ws)] = gluon_verdict(by_case, _CHECK_TOL)
-                continue
             else:
-                got = dkdv_ws(q, k, v, do, lse, delta, False, scale, config=config, warp_specialize=ws)
-                errors = [_rel(a, b) for a, b in zip(got, ref_dkdv)]
+                if device != "cuda":  # no interpreter for Gluon: nothing to learn off a GPU
+                    result[name] = "not run: Gluon kernels need a GPU (no interpreter)"
+                    continue
+                result[name] = gluon_verdict(gluon_errors(config, device, gen, kind=kind), _CHECK_TOL)
+                continue
             if device == "cuda":
                 torch.cuda.synchronize()  # a kernel that faults or hangs does it here, in the child
-            result[key(kind, config, ws)] = None if max(errors) < _CHECK_TOL else f"relative error {max(errors):.3g}"
+            result[name] = None if max(errors) < _CHECK_TOL else f"relative error {max(errors):.3g}"
         except Exception as e:  # noqa: BLE001 - reported to the parent
-            result[key(kind, config, ws)] = f"{type(e).__name__}: {str(e)[:200]}"
+            result[name] = f"{type(e).__name__}: {str(e)[:200]}"
     return result
 
 
 def gluon_errors(config, device: str = "cuda", gen=None, kind: str = "gluon") -> dict:
     """``{case: (error of the output, error of the log-sum-exp, errors of the first query tile's quarters)}``,
     each relative (in norm), of the Gluon
-    forward of ``kind`` (``resources.gluon_forwards``) against attnlib's own forward
+    forward of ``kind`` (``experimental.gluon_forwards``) against attnlib's own forward
     (tested under the interpreter and on GPUs), in every case this
     ``config`` handles: one, two and five key tiles, then bfloat16 D=128 full and causal, grouped K/V
     (4 query heads on 2), float16 D=64 causal with more keys than queries (the diagonal offset), each
     with one row of large logits (the online softmax must rescale)."""
     from ..kernels import flash
-    from ..kernels import _flash_fwd_gluon
-    from ..kernels.resources import gluon_forwards
+    from ..kernels.experimental import gluon, gluon_forwards
     from .compare import rel_error as _rel
 
     # (the plain kernel looked up on its module at call time, so that a test may stand in for it)
-    forward = _flash_fwd_gluon.flash_fwd_gluon if kind == "gluon" else gluon_forwards()[kind][0]
-    unhandled = _flash_fwd_gluon.unhandled
+    forward = gluon.flash_fwd_gluon if kind == "gluon" else gluon_forwards()[kind][0]
+    unhandled = gluon.unhandled
     gen = gen or torch.Generator(device=device).manual_seed(11)
     block_m, block_n = config[0], config[1]
     cases = [  # (batch, heads, K/V heads, Lq, Lk, head dim, dtype, causal)
@@ -181,16 +145,17 @@ def gluon_verdict(by_case: dict, tol: float):
 
 def run_in_child(timeout_s: float | None = None, budget_s: float | None = None, kinds=None) -> dict:
     """Run :func:`child` in a child Python per group of :data:`GROUPS`, all side by side, each with its time
-    limit (or ``timeout_s``) and none longer than ``budget_s``; remember (and return) which experimental
-    kernels may run. ``kinds`` (default all) checks only the groups holding those kinds, and returns and
-    changes only their verdicts.
+    limit (or ``timeout_s``) and none longer than ``budget_s``; return ``{experimental.key(kind, config):
+    None (matched) or why not}`` for every experimental forward (of ``kinds``, default all).
 
     The children only check results, so they may share the GPU (a kernel that hangs in one leaves the others
     their time slices) and the CPU (each compiles its own kernels): the whole check takes as long as its
     slowest child, not the sum. Their references run one configuration each (``ATTNLIB_FLASH_AUTOTUNE=0``):
     a tuning run per new shape would cost a child its time limit and teach nothing about correctness.
     """
-    kernels = [kernel for kernel in experimental_kernels() if kinds is None or kernel[0] in kinds]
+    from ..kernels import experimental
+
+    kernels = [kernel for kernel in experimental.candidates() if kinds is None or kernel[0] in kinds]
     # (the child imports this attnlib, whether it was installed or put on sys.path by a notebook)
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "ATTNLIB_FLASH_AUTOTUNE": "0",
@@ -199,7 +164,7 @@ def run_in_child(timeout_s: float | None = None, budget_s: float | None = None, 
     for group, limit in GROUPS:
         limit = limit if timeout_s is None else timeout_s
         limit = limit if budget_s is None else min(limit, budget_s)
-        keys = [key(*kernel) for kernel in kernels if kernel[0] in group]
+        keys = [experimental.key(*kernel) for kernel in kernels if kernel[0] in group]
         if not keys:
             continue
         code = f"import json; from attnlib.bench.canary import child; print(json.dumps(child(kinds={group!r})))"
@@ -232,8 +197,5 @@ def run_in_child(timeout_s: float | None = None, budget_s: float | None = None, 
         else:
             reason = f"the child process exited with status {process.returncode}: {err[-200:]}"
             result.update({k: reason for k in keys})
-    if kinds is None:
-        _OUTCOME.clear()
-    verdicts = {key(*kernel): result.get(key(*kernel), "not run by the child process") for kernel in kernels}
-    _OUTCOME.update(verdicts)
-    return verdicts
+    return {experimental.key(*kernel): result.get(experimental.key(*kernel), "not run by the child process")
+            for kernel in kernels}

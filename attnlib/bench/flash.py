@@ -18,10 +18,13 @@ kernel, 128x128 tiles, autotuning, each with and without tensor descriptors; til
 twice on one SM; the experimental warp-specialised and Gluon kernels) at head dim
 128, N = 4k, 16k and 1k, against SDPA's cuDNN and flash backends (:func:`time_ladder`), and the
 backward kernel by kernel, each with every tile its autotuner chooses from, against SDPA's
-backward alone (:func:`time_backward`). For each mask (causal or not), an experimental forward that
-beat attnlib's default one in the ladder at 4k and 16k (:func:`best_experimental`) is timed over the
-grid's shapes of that mask as well, as ``attnlib_flash_experimental`` (with attnlib's backward),
-where it handles the shape, and the suite prints the line that would make it flash_attention's.
+backward alone (:func:`time_backward`). For each mask (causal or not), an experimental forward
+(:mod:`attnlib.kernels.experimental`) that beat attnlib's default one in the ladder at 4k and 16k
+(:func:`best_experimental`) is timed over the grid's shapes of that mask as well, as
+``attnlib_flash_experimental`` (with attnlib's backward), where it handles the shape: the evidence a
+promotion into the production path needs. The experimental kernels run here only after a child
+process has checked them (``screen``, :func:`attnlib.bench.canary.run_in_child` when the suite runs
+from ``python -m attnlib.bench``); this module does not import the canary, nor the canary this module.
 
 ``run(quick=True)`` measures a smaller grid with shorter repetitions.
 """
@@ -38,8 +41,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..kernels import _flash_experimental
-from . import canary
+from ..kernels import experimental
 from .compare import CHECK_TOL as _CHECK_TOL
 from .compare import rel_error as _rel
 from .env import require_bf16_gpu
@@ -48,8 +50,7 @@ from .timing import attention_tflops, bench_ms, progress
 
 __all__ = ["run", "grid", "check_correctness", "time_shape", "time_ladder", "ladder_lines", "time_backward",
            "backward_candidates", "backward_lines", "ratios", "autotuned_configs", "best_experimental",
-           "hopper_forward_line", "IMPLS",
-           "LADDER", "EXPERIMENTAL", "BACKWARD_PRODUCTS"]
+           "IMPLS", "LADDER", "EXPERIMENTAL", "BACKWARD_PRODUCTS", "SCREENED"]
 
 TOKENS = 16384
 MODEL_DIM = 2048
@@ -211,20 +212,21 @@ LADDER = (
     ("TMA 128x64, 8 warps, 2 st., 128 regs: 2/SM", "tma", (128, 64, 8, 2, 128)),
     ("TMA 128x64, 4 warps, 2 stages: 2/SM", "tma", (128, 64, 4, 2)),
     ("TMA, autotuned (the default on Hopper)", "tma", None),
-    # Experimental, not used by flash_attention (attnlib.kernels._flash_fwd_ws, its WS_CONFIGS): descriptors
+    # Experimental, not used by flash_attention (attnlib.kernels.experimental.fwd_ws, its WS_CONFIGS): descriptors
     # made on the device and Triton's Hopper warp specialisation (4 warps become 12); whole tiles; causal with
     # the mask on every tile (the pass takes one loop).
     ("warp-specialized 128x64, 4(+8) warps, 3 stages", "ws", (128, 64, 4, 3)),
     ("warp-specialized 128x128, 4(+8) warps, 2 stages", "ws", (128, 128, 4, 2)),
-    # Experimental, not used by flash_attention (attnlib.kernels._flash_fwd_gluon, its GLUON_CONFIGS): written
+    # Experimental, not used by flash_attention (attnlib.kernels.experimental.gluon, its GLUON_CONFIGS): written
     # in Gluon so that the next tile's QK^T and this tile's PV run during the softmax; whole tiles.
     ("Gluon: softmax during PV 128x128, 8 warps, 2 st", "gluon", (128, 128, 8, 2)),
     ("Gluon: softmax during PV 128x64, 8 warps, 3 st.", "gluon", (128, 64, 8, 3)),
-    # ... and with one more warp that only loads (attnlib.kernels._flash_fwd_gluon_ws, its GLUON_WS_CONFIGS)
+    # ... and with one more warp that only loads (attnlib.kernels.experimental.gluon_ws, its GLUON_WS_CONFIGS)
     ("Gluon + loader warp 128x128, 8+1 warps, 2 st.", "gluon-ws", (128, 128, 8, 2)),
     ("Gluon + loader warp 128x128, 8+1 warps, 3 st.", "gluon-ws", (128, 128, 8, 3)),
-    # ... and its two consumer warp groups taking turns (attnlib.kernels._flash_fwd_gluon_pingpong)
+    # ... and its two consumer warp groups taking turns (attnlib.kernels.experimental.gluon_pingpong)
     ("Gluon ping-pong 2x(64x128), 8+1 warps, 2 st.", "gluon-pingpong", (128, 128, 8, 2)),
+    ("Gluon ping-pong 2x(64x128), 8+1 warps, 3 st.", "gluon-pingpong", (128, 128, 8, 3)),
 )
 
 
@@ -313,18 +315,25 @@ def _ladder_step(kernel: str, config, q, k, v, causal: bool):
     return step
 
 
-EXPERIMENTAL_KINDS = _flash_experimental.KINDS  # the forwards flash_attention does not use (yet)
+EXPERIMENTAL_KINDS = experimental.KINDS  # the forwards flash_attention does not use
+
+# experimental.key(kind, config) -> None (checked in a child process: it matched) or why it may not run in
+# this process. :func:`run` fills it from its ``screen``; a kernel it does not name may run (the CPU tests
+# run the warp-specialised forward in the interpreter, where a hang is no risk to a GPU run's results).
+SCREENED: dict = {}
 
 
 def _experimental_forward(kind: str, config, q, k, v, causal: bool):
     """The experimental forward of ``kind`` at ``config`` (``(q, k, v, causal, scale) -> (o, lse2)``), or an
     error saying why it does not run here: a shape it does not handle (causal, lengths off its tiles), or
-    a failure in the canary's child process."""
-    problems = _flash_experimental.unhandled(kind, config, q, k, v, causal)
+    a failure in the child process that screened it (:data:`SCREENED`)."""
+    problems = experimental.unhandled(kind, config, q, k, v, causal)
     if problems:
         raise ValueError(f"the experimental forward {kind} does not handle " + "; ".join(problems))
-    canary.gate(kind, config, kind == "ws")
-    return _flash_experimental.forward(kind, config)
+    reason = SCREENED.get(experimental.key(kind, config))
+    if reason is not None:
+        raise RuntimeError(f"not run in the benchmark's process: {reason}")
+    return experimental.forward(kind, config)
 
 
 def best_experimental(ladder: list[dict], steps=LADDER, lengths=(4096, 16384), causal: bool = False):
@@ -332,8 +341,7 @@ def best_experimental(ladder: list[dict], steps=LADDER, lengths=(4096, 16384), c
     ("TMA, autotuned") at every one of ``lengths``, with the causal mask or without it as ``causal`` says,
     by the largest smallest margin, with outputs that agree with SDPA's; None if none did. The flash
     suite then times it over the grid's shapes of that mask too (:data:`EXPERIMENTAL`), so that one GPU
-    run says how it compares with SDPA at every shape, and prints the ``HOPPER_FORWARD`` that would make
-    the winners flash_attention's forwards (:func:`hopper_forward_line`)."""
+    run says how it compares with SDPA at every shape: what a promotion into the production path needs."""
     kinds = {name: (kernel, config) for name, kernel, config in steps if kernel in EXPERIMENTAL_KINDS}
     speed = {(r["step"], r["seq_len"]): r["tflops"] for r in ladder
              if r["causal"] == causal and r.get("tflops") and not _wrong(r)}
@@ -344,16 +352,6 @@ def best_experimental(ladder: list[dict], steps=LADDER, lengths=(4096, 16384), c
         if min(margins) > best_margin:
             best, best_margin = (name, kind, config), min(margins)
     return best
-
-
-def hopper_forward_line(winners: dict) -> Optional[str]:
-    """The line of ``attnlib/kernels/_flash_experimental.py`` that would make the ladder's winners
-    (``{"full" or "causal": (step name, kind, config) or None}``, as the suite's ``experimental_in_grid``)
-    flash_attention's forwards on Hopper; None if neither mask has one. Paste it only if the grid's
-    ``experimental_vs_*`` rows agree at the other shapes (D=64, the other lengths)."""
-    named = {causal: (w[1], tuple(w[2])) for causal, w in ((False, winners.get("full")),
-                                                           (True, winners.get("causal"))) if w}
-    return f"HOPPER_FORWARD = {named!r}" if named else None
 
 
 _DEFAULT_STEP = "TMA, autotuned (the default on Hopper)"
@@ -382,19 +380,17 @@ def backward_candidates(kernel: str, head_dim: int, dtype=torch.bfloat16, device
 def time_backward(seq_lens=(4096,), head_dim: int = 128, *, warmup: int = 20, rep: int = 60,
                   dtype=torch.bfloat16, timer=bench_ms, device="cuda", tokens: int = TOKENS,
                   model_dim: int = MODEL_DIM, candidates: dict | None = None,
-                  experimental: Optional[Sequence] = None, one_pass: Optional[Sequence] = None) -> list[dict]:
+                  one_pass: Optional[Sequence] = None) -> list[dict]:
     """Where the backward's time goes: each of its kernels, each candidate configuration, against SDPA's.
 
     Rows (``part``, ``config``): ``delta`` (rowsum(dO * O), memory-bound: ms only), ``dK/dV`` and
     ``dQ`` with each configuration their autotuner chooses from (:func:`backward_candidates`,
     or ``candidates``) and autotuned, attnlib's whole backward (the three kernels, autotuned), and
     the backward alone of SDPA's cuDNN and flash backends (the graph of one forward, replayed).
-    ``experimental`` adds dK/dV rows of :mod:`attnlib.kernels._flash_bwd_ws` (``(label, config,
-    warp_specialize)`` tuples, default its ``DKDV_WS_CONFIGS``; ``()`` for none), labelled
-    "experimental: ..."; where the kernel does not apply (causal) the row records why. ``one_pass`` adds
-    whole-backward rows of FlashAttention-2's single pass (``flash._backward_one_pass``: dQ by atomic adds
-    in the dK/dV kernel), one per ``(BLOCK_M, BLOCK_N, num_warps, num_stages)``, default
-    ``flash.ONE_PASS_CONFIGS`` (``()`` for none), labelled "experimental: one pass ...".
+    ``one_pass`` adds whole-backward rows of FlashAttention-2's single pass
+    (:func:`attnlib.kernels.experimental.one_pass_bwd.backward_one_pass`: dQ by atomic adds in the dK/dV
+    kernel), one per ``(BLOCK_M, BLOCK_N, num_warps, num_stages)``, default its ``ONE_PASS_CONFIGS``
+    (``()`` for none), labelled "experimental: one pass ...".
     A kernel's TFLOP/s counts the products it executes (:data:`BACKWARD_PRODUCTS`, each
     ``2 * Lq * Lk * D`` per head, halved when causal); a whole backward's counts the papers'
     convention, 2.5x the forward. Each kernel's gradients are compared with each SDPA backend's.
@@ -402,10 +398,9 @@ def time_backward(seq_lens=(4096,), head_dim: int = 128, *, warmup: int = 20, re
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from ..kernels import flash
-    from ..kernels._flash_bwd_ws import DKDV_WS_CONFIGS
+    from ..kernels.experimental.one_pass_bwd import ONE_PASS_CONFIGS, backward_one_pass
 
-    experimental = DKDV_WS_CONFIGS if experimental is None else experimental
-    one_pass = flash.ONE_PASS_CONFIGS if one_pass is None else one_pass
+    one_pass = ONE_PASS_CONFIGS if one_pass is None else one_pass
     rows = []
     for n in seq_lens:
         b, h = tokens // n, model_dim // head_dim
@@ -425,16 +420,12 @@ def time_backward(seq_lens=(4096,), head_dim: int = 128, *, warmup: int = 20, re
                     label = "autotuned" if config is None else "{}x{}, {} warps, {} stages".format(*config)
                     fn = partial(run_part, q, k, v, do, lse, delta, causal, scale, config)
                     timed.append((part, label, fn, BACKWARD_PRODUCTS[part] * per_product, None))
-                if part == "dK/dV":
-                    for label, config, ws in experimental:
-                        fn = partial(_experimental_dkdv, q, k, v, do, lse, delta, causal, scale, config, ws)
-                        timed.append((part, "experimental: " + label, fn, BACKWARD_PRODUCTS[part] * per_product, None))
             bwd_flops = 2.5 * fwd_flops / (2 if causal else 1)  # the convention's five products
             timed.append(("attnlib backward", "autotuned",
                           partial(flash._backward, q, k, v, o, lse, do, causal, scale), bwd_flops, None))
             for config in one_pass:  # (the zeroed float32 dQ buffer and its final cast are part of the time)
                 timed.append(("attnlib backward", "experimental: one pass {}x{}, {} warps, {} st.".format(*config),
-                              partial(flash._backward_one_pass, q, k, v, o, lse, do, causal, scale, config),
+                              partial(backward_one_pass, q, k, v, o, lse, do, causal, scale, config),
                               bwd_flops, None))
             leaves = [x.detach().clone().requires_grad_() for x in (q, k, v)]
             for name, backend in (("SDPA cuDNN backward", "CUDNN_ATTENTION"),
@@ -463,14 +454,6 @@ def time_backward(seq_lens=(4096,), head_dim: int = 128, *, warmup: int = 20, re
         if torch.device(device).type == "cuda":
             torch.cuda.empty_cache()
     return rows
-
-
-def _experimental_dkdv(q, k, v, do, lse, delta, causal, scale, config, warp_specialize):
-    """The experimental descriptor dK/dV kernel, or an error saying why it does not run here."""
-    from ..kernels._flash_bwd_ws import dkdv_ws
-
-    canary.gate("dkdv-ws", config, warp_specialize)
-    return dkdv_ws(q, k, v, do, lse, delta, causal, scale, config=config, warp_specialize=warp_specialize)
 
 
 def _sdpa_backward(leaves, do, causal):
@@ -547,8 +530,12 @@ def ratios(rows: list[dict]) -> list[dict]:
     return out
 
 
-def run(quick: bool = False, checkpoint=None) -> dict:
+def run(quick: bool = False, checkpoint=None, screen=None) -> dict:
     """Check, then time, the grid; return JSON-able results (needs CUDA).
+
+    ``screen(budget_s) -> {experimental.key(kind, config): None or why not}`` checks the experimental
+    forwards outside this process first (``python -m attnlib.bench`` passes
+    :func:`attnlib.bench.canary.run_in_child`); only those it passed are timed. Without one, none is.
 
     ``checkpoint(results)``, if given, is called with the results so far after each phase (correctness,
     experimental kernels, ladder, backward, each grid shape), ``results["complete"]`` False until the end:
@@ -585,10 +572,18 @@ def run(quick: bool = False, checkpoint=None) -> dict:
     tma = _tma_on()
     impls = (IMPLS + ("attnlib_flash_portable",) if tma else IMPLS) if correct else IMPLS[1:]
     save(kernel_correct=correct, forward_kernel="tma" if tma else "portable", tma_failure=flash_module._TMA_FAILURE,
-         hopper_forward=_hopper_forward_json(), correctness=correctness)
+         correctness=correctness)
     # The experimental kernels run once in child processes first (side by side, at most 40% of the budget):
     # a hang or an abort costs a child only.
-    tried = canary.run_in_child(budget_s=0.4 * budget_s) if correct else {}
+    if not correct:
+        tried = {}
+    elif screen is None:
+        tried = {experimental.key(kind, config): "not screened in a child process (run() got no screen)"
+                 for kind, config in experimental.candidates()}
+    else:
+        tried = screen(0.4 * budget_s)
+    SCREENED.clear()
+    SCREENED.update(tried)
     print("[attnlib.bench] experimental kernels in a child process:", tried or "not tried", flush=True)
     save(experimental_kernels=tried)
     # First the ladder (a few seconds): how each step of the forward moves it, at the target's shapes, and at
@@ -601,13 +596,14 @@ def run(quick: bool = False, checkpoint=None) -> dict:
     # is timed over the grid's shapes of that mask too: one run then says how it compares with SDPA everywhere.
     winners = {mask: best_experimental(ladder, causal=mask == "causal") if correct else None
                for mask in ("full", "causal")}
-    experimental = {False: winners["full"], True: winners["causal"]}
+    per_mask = {False: winners["full"], True: winners["causal"]}
     if any(winners.values()):
         impls = impls + (EXPERIMENTAL,)
         for mask, winner in winners.items():
             print(f"[attnlib.bench] {mask}: the grid also times the experimental forward "
                   f"{winner[0] if winner else None!r}", flush=True)
-        print(f"[attnlib.bench] to make them flash_attention's: {hopper_forward_line(winners)}", flush=True)
+        print("[attnlib.bench] a forward to promote into attnlib.kernels' production path if the grid agrees: "
+              f"{winners}", flush=True)
     save(ladder=ladder, experimental_in_grid=winners)
     # Then the backward kernel by kernel and tile by tile (a few seconds): where forward+backward's time goes.
     backward = time_backward((4096,), warmup=warmup, rep=rep) if correct else []
@@ -617,7 +613,7 @@ def run(quick: bool = False, checkpoint=None) -> dict:
         if time.perf_counter() - start > budget_s:
             skipped.append({**shape, "reason": f"time budget of {budget_s:.0f} s spent"})
             continue
-        rows.extend(time_shape(shape, impls, warmup=warmup, rep=rep, experimental=experimental))
+        rows.extend(time_shape(shape, impls, warmup=warmup, rep=rep, experimental=per_mask))
         save(**_grid_summary(rows), skipped=skipped)
     return {
         "suite": "flash",
@@ -630,15 +626,10 @@ def run(quick: bool = False, checkpoint=None) -> dict:
         # (the TMA kernel may have been switched off since the check: a launch that failed falls back)
         "forward_kernel": "tma" if _tma_on() else "portable",
         "tma_failure": flash_module._TMA_FAILURE,
-        # the experimental forward flash_attention runs before the TMA kernel, per mask ("full", "causal"),
-        # where it handles a shape ({}: none is named), and why it stopped doing so if it failed (then the TMA
-        # kernel ran from there on, for both masks)
-        "hopper_forward": _hopper_forward_json(),
-        "experimental_failure": flash_module._EXPERIMENTAL_FAILURE,
         # the forward output at every timed shape against each SDPA backend's, relative error in norm
         "max_rel_error_vs_sdpa": _max_error(rows),
         "correctness": correctness,
-        # None (ran in a child process and matched) or why not, per experimental kernel (canary.key)
+        # None (ran in a child process and matched) or why not, per experimental kernel (experimental.key)
         "experimental_kernels": tried,
         # {"full", "causal"}: (ladder step, kind, config) of the experimental forward the grid timed as
         # EXPERIMENTAL at the shapes of that mask, or None
@@ -654,11 +645,6 @@ def run(quick: bool = False, checkpoint=None) -> dict:
         "autotuned_configs": autotuned_configs(),
         "elapsed_s": time.perf_counter() - start,
     }
-
-
-def _hopper_forward_json() -> dict:
-    """:data:`attnlib.kernels._flash_experimental.HOPPER_FORWARD` with JSON keys ("full", "causal")."""
-    return {("causal" if causal else "full"): choice for causal, choice in _flash_experimental.HOPPER_FORWARD.items()}
 
 
 def _tma_on() -> bool:

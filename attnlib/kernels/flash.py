@@ -34,7 +34,6 @@ import torch
 import triton
 
 from ..validation import check_tensor, resolve_scale
-from . import _flash_experimental
 from ._flash_bwd import flash_bwd_delta_kernel, flash_bwd_dkdv_kernel, flash_bwd_dq_kernel
 from ._flash_config import INTERPRET
 from ._flash_fwd import flash_fwd_kernel
@@ -47,7 +46,6 @@ _LOG2E = 1.4426950408889634
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _KERNELS = ("auto", "portable", "tma")
 _TMA_FAILURE: Optional[str] = None  # set once if the TMA kernel fails to compile here; then "auto" stops trying
-_EXPERIMENTAL_FAILURE: Optional[str] = None  # the same for the forwards _flash_experimental.HOPPER_FORWARD names
 
 
 def _triton_error(module: str, name: str):
@@ -60,11 +58,11 @@ def _triton_error(module: str, name: str):
 
 # What means "this kernel cannot compile or run on this Triton/GPU" (Triton 3.6 and 3.9 raise these):
 # a front-end error (CompilationError and its subclasses), a tile that needs more shared memory or
-# registers than the GPU has (OutOfResources, raised at the first launch), ptxas refusing the PTX
-# (PTXASError), and a Triton without Gluon (ImportError, the experimental forwards).
+# registers than the GPU has (OutOfResources, raised at the first launch) and ptxas refusing the PTX
+# (PTXASError).
 _UNAVAILABLE = tuple(e for e in (_triton_error("compiler.errors", "CompilationError"),
                                  _triton_error("runtime.errors", "OutOfResources"),
-                                 _triton_error("runtime.errors", "PTXASError"), ImportError) if e is not None)
+                                 _triton_error("runtime.errors", "PTXASError")) if e is not None)
 
 
 def _kernel_unavailable(e: BaseException) -> bool:
@@ -171,18 +169,13 @@ def _forward(q, k, v, causal: bool, scale: float, kernel: str = "auto"):
 
     ``kernel="auto"`` takes the TMA kernel where it is available (and falls back to the portable
     one, for good, if it cannot compile or run here: :func:`_kernel_unavailable`; any other error,
-    out of memory for one, is raised), or before it the experimental forward named by
-    :data:`._flash_experimental.HOPPER_FORWARD` where one is named and handles the inputs (see
-    :func:`_promoted_forward`); ``"tma"`` and ``"portable"`` force one of them; a callable
-    ``(q, k, v, causal, scale) -> (o, lse2)`` is run as it is (the benchmark's experimental forwards).
+    out of memory for one, is raised); ``"tma"`` and ``"portable"`` force one of them; a callable
+    ``(q, k, v, causal, scale) -> (o, lse2)`` is run as it is (how the benchmark runs an experimental
+    forward, :mod:`attnlib.kernels.experimental`, under this module's backward).
     """
     global _TMA_FAILURE
     if callable(kernel):
         return kernel(q, k, v, causal, scale)
-    if kernel == "auto":
-        promoted = _promoted_forward(q, k, v, causal, scale)
-        if promoted is not None:
-            return promoted
     if kernel == "tma" or (kernel == "auto" and _TMA_FAILURE is None and _tma_available(q)):
         try:
             return _forward_tma(q, k, v, causal, scale)
@@ -193,29 +186,6 @@ def _forward(q, k, v, causal: bool, scale: float, kernel: str = "auto"):
             warnings.warn(f"attnlib: the TMA FlashAttention kernel failed ({_TMA_FAILURE[:300]}); "
                           "using the portable kernel from now on", RuntimeWarning, stacklevel=3)
     return _forward_portable(q, k, v, causal, scale)
-
-
-def _promoted_forward(q, k, v, causal: bool, scale: float):
-    """``(o, lse2)`` of the experimental Hopper forward :data:`._flash_experimental.HOPPER_FORWARD` names for
-    this mask (causal or not), or None where none is named, this is not a GPU that runs the TMA kernel,
-    the forward does not handle these inputs (whole tiles only, for instance), or it has failed here
-    before (a warning says so, once: the TMA kernel then runs for both masks)."""
-    global _EXPERIMENTAL_FAILURE
-    choice = _flash_experimental.hopper_forward(causal)  # (a malformed HOPPER_FORWARD is an error everywhere)
-    if choice is None or _EXPERIMENTAL_FAILURE is not None or not _tma_available(q):
-        return None
-    kind, config = choice
-    try:  # (the Gluon kernels' module needs Triton 3.6 or newer: an older one fails here, once)
-        if _flash_experimental.unhandled(kind, config, q, k, v, causal):
-            return None
-        return _flash_experimental.forward(kind, config)(q, k, v, causal, scale)
-    except Exception as e:  # noqa: BLE001 - this Triton or GPU cannot run it: the TMA kernel from now on
-        if not _kernel_unavailable(e):  # out of memory, a bad argument: the caller's error, not a fallback
-            raise
-        _EXPERIMENTAL_FAILURE = f"{type(e).__name__}: {e}"
-        warnings.warn(f"attnlib: the experimental forward {kind} {config} failed ({_EXPERIMENTAL_FAILURE[:300]}); "
-                      "using the TMA kernel from now on", RuntimeWarning, stacklevel=4)
-        return None
 
 
 def _fixed(config: Optional[tuple]) -> dict:
@@ -327,38 +297,6 @@ def _backward_dkdv(q, k, v, do, lse, delta, causal: bool, scale: float, config: 
     return dk, dv
 
 
-# The one-pass backward's tiles the benchmark times: the dK/dV kernel's autotuned choice on an H200 (64x128,
-# whose registers spill) and the widest that does not spill without the extra product (32x128).
-ONE_PASS_CONFIGS = ((64, 128, 8, 3), (32, 128, 8, 3))
-
-
-def _backward_one_pass(q, k, v, o, lse, do, causal: bool, scale: float, config: tuple = ONE_PASS_CONFIGS[0]):
-    """dQ, dK, dV in FlashAttention-2's single pass: the dK/dV kernel also adds each key tile's share of dQ
-    into a float32 buffer with atomic adds (five products where :func:`_backward` computes seven).
-
-    Experimental (the benchmark's backward breakdown times it against :func:`_backward`): one fixed
-    ``config``, since an autotuner would run the kernel several times into the same buffer.
-    """
-    do = do if do.stride(-1) == 1 else do.contiguous()
-    delta = _backward_delta(o, do)
-    b, h, lq, d = q.shape
-    hk, lk = k.shape[1], k.shape[2]
-    dk, dv = torch.empty_like(k), torch.empty_like(v)
-    dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
-    fixed = _fixed(config)
-
-    def grid(meta):
-        return (triton.cdiv(lk, meta["BLOCK_N"]) * b * hk,)
-
-    flash_bwd_dkdv_kernel.fn[grid](
-        q, k, v, do, dk, dv, lse, delta, dq,
-        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(), *dq.stride(),
-        h, hk, h // hk, lq, lk, d, scale, scale * _LOG2E,
-        CAUSAL=causal, BLOCK_D=_block_d(d), PRECISION=_precision(q.dtype), FUSE_DQ=True, **fixed,
-    )
-    return dq.to(q.dtype), dk, dv
-
-
 def _backward_dq(q, k, v, do, lse, delta, causal: bool, scale: float, config: Optional[tuple] = None):
     """dQ: one program per query tile (autotuned; ``config`` fixes one)."""
     b, h, lq, d = q.shape
@@ -414,8 +352,7 @@ def flash_attention(
         causal: bottom-right aligned causal mask (query ``i`` sees key ``j <= i + Lk - Lq``).
         scale: score scale, default ``1/sqrt(D)``.
         kernel: forward kernel: ``"auto"`` (tensor-descriptor/TMA kernel on Hopper GPUs where
-            Triton has it, else the portable one; an experimental Hopper forward once a measured
-            run has made it the default, see :mod:`._flash_experimental`), ``"portable"`` or ``"tma"``.
+            Triton has it, else the portable one), ``"portable"`` or ``"tma"``.
 
     Returns:
         ``(..., Hq, Lq, D)`` in the dtype of ``q``; differentiable in q, k and v.

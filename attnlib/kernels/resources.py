@@ -43,7 +43,6 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from ._flash_experimental import gluon_forwards  # noqa: F401 - where the benchmark and labs look it up
 from ._interpreter_compat import interpreting
 
 __all__ = ["SHARED_LIMIT", "shared_limit", "SM_SHARED", "programs_per_sm", "AheadOfTimeCompiler", "compile_report",
@@ -327,11 +326,10 @@ def compile_report(launch: Callable[[], object], *, arch: int = 90, all_configs:
     return compiler.rows
 
 
-FLASH_KERNELS = ("portable", "tma", "dkdv", "dq", "ws", "dkdv-ws", "gluon", "gluon-ws", "gluon-pingpong",
-                 "one-pass")  # the forward kernels, the backward's dK/dV and dQ, the experimental Hopper kernels
-# attnlib.kernels._flash_fwd_ws and ._flash_bwd_ws (not causal), the experimental Gluon forwards
-# (attnlib.kernels._flash_fwd_gluon, ._flash_fwd_gluon_ws, ._flash_fwd_gluon_pingpong), and the experimental
-# one-pass backward (flash._backward_one_pass: the dK/dV kernel adding dQ with atomic adds)
+FLASH_KERNELS = ("portable", "tma", "dkdv", "dq", "ws", "gluon", "gluon-ws", "gluon-pingpong",
+                 "one-pass")  # the forward kernels, the backward's dK/dV and dQ, and the experimental kernels of
+# attnlib.kernels.experimental: the Hopper forwards (fwd_ws, gluon, gluon_ws, gluon_pingpong) and the one-pass
+# backward (one_pass_bwd: the dK/dV kernel adding dQ with atomic adds)
 
 
 def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = False, arch: int = 90,
@@ -342,12 +340,11 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
     ``kernel``: ``"portable"`` or ``"tma"`` (the forward; tensor descriptors are Hopper only),
     ``"dkdv"`` or ``"dq"`` (the backward's two kernels), ``"ws"`` (the experimental
     warp-specialised forward, causal or not; its configurations are ``WS_CONFIGS``, none
-    pruned), ``"dkdv-ws"`` (the experimental descriptor dK/dV kernel: ``DKDV_WS_CONFIGS``,
-    the 4-warp one warp-specialised), ``"gluon"`` (the experimental Gluon forward: ``GLUON_CONFIGS``,
+    pruned), ``"gluon"`` (the experimental Gluon forward: ``GLUON_CONFIGS``,
     lengths whole tiles, causal only with square tiles), ``"gluon-ws"`` (the same with a loader warp:
     ``GLUON_WS_CONFIGS``), ``"gluon-pingpong"`` (and two consumer warp groups taking turns:
     ``GLUON_PINGPONG_CONFIGS``), ``"one-pass"`` (the dK/dV kernel adding dQ with atomic adds:
-    ``flash.ONE_PASS_CONFIGS``). ``configs`` (``(BLOCK_M, BLOCK_N,
+    ``experimental.one_pass_bwd.ONE_PASS_CONFIGS``). ``configs`` (``(BLOCK_M, BLOCK_N,
     num_warps, num_stages)`` tuples) replaces the kernel's autotuning space, to ask about tiles
     it does not hold; every configuration is compiled, and ``kept_by_pruning`` says which ones
     the autotuner would time. A fifth number in a tuple caps the registers per thread (``maxnreg``).
@@ -359,7 +356,7 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
 
     if kernel not in FLASH_KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(map(repr, FLASH_KERNELS))}, got {kernel!r}")
-    if kernel in ("tma", "ws", "dkdv-ws", "gluon", "gluon-ws", "gluon-pingpong") and arch < 90:
+    if kernel in ("tma", "ws", "gluon", "gluon-ws", "gluon-pingpong") and arch < 90:
         raise ValueError(f"the {kernel} kernel needs compute capability 9.0 or newer (arch >= 90), got arch={arch}")
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
@@ -369,7 +366,7 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
     lse, delta = torch.empty(b * h, n), torch.empty(b * h, n)  # what the backward reads besides q, k, v, dO
     scale = head_dim ** -0.5
     if kernel == "ws":
-        from ._flash_fwd_ws import WS_CONFIGS, flash_fwd_ws
+        from .experimental.fwd_ws import WS_CONFIGS, flash_fwd_ws
 
         rows = []
         for config in configs or WS_CONFIGS:
@@ -377,7 +374,8 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
                                    case="flash forward (ws)", head_dim=head_dim, dtype=dtype)
         return rows
     if kernel.startswith("gluon"):
-        from ._flash_fwd_gluon import unhandled
+        from .experimental import gluon_forwards
+        from .experimental.gluon import unhandled
 
         forward, space = gluon_forwards()[kernel]
         rows = []
@@ -391,23 +389,15 @@ def flash_report(head_dim: int = 128, dtype: str = "float16", causal: bool = Fal
             rows += new
         return rows
     if kernel == "one-pass":  # the dK/dV kernel adding dQ with atomic adds: fixed configurations, no tuner
+        from .experimental.one_pass_bwd import ONE_PASS_CONFIGS, backward_one_pass
+
         rows = []
-        for config in configs or flash.ONE_PASS_CONFIGS:
+        for config in configs or ONE_PASS_CONFIGS:
             def launch(c=tuple(config)):
-                return flash._backward_one_pass(q, k, v, q, lse, q, causal, scale, config=c)  # o, dO of q's shape
+                return backward_one_pass(q, k, v, q, lse, q, causal, scale, config=c)  # o, dO of q's shape
             rows += compile_report(launch, arch=arch, case="flash backward (one-pass)", head_dim=head_dim,
                                    dtype=dtype)
         return [row for row in rows if row["kernel"] != "flash_bwd_delta_kernel"]
-    if kernel == "dkdv-ws":
-        from ._flash_bwd_ws import DKDV_WS_CONFIGS, dkdv_ws
-
-        rows = []
-        chosen = [tuple(c) for c in configs] if configs else [c for _, c, _ in DKDV_WS_CONFIGS]
-        for config in chosen:
-            def launch(c=config):  # warp-specialised with 4 warps, as the benchmark runs it
-                return dkdv_ws(q, k, v, q, lse, delta, causal, scale, config=c, warp_specialize=c[2] == 4)
-            rows += compile_report(launch, arch=arch, case="flash backward (dkdv-ws)", head_dim=head_dim, dtype=dtype)
-        return rows
     tuner, launch = {
         "portable": (_flash_fwd.flash_fwd_kernel, lambda: flash._forward_portable(q, k, v, causal, scale)),
         "tma": (_flash_fwd_tma.flash_fwd_tma_kernel, lambda: flash._forward_tma(q, k, v, causal, scale)),
@@ -469,9 +459,9 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", type=int, default=90, help="compute capability x10 (90: H100/H200, 75: T4)")
     parser.add_argument("--kernel", default="portable", choices=FLASH_KERNELS,
                         help="the forward's portable or tma kernel, the backward's dkdv or dq, or an "
-                             "experimental Hopper kernel (ws: the forward, dkdv-ws: dK/dV, gluon: the Gluon "
+                             "experimental kernel (ws: the warp-specialised forward, gluon: the Gluon "
                              "forward, gluon-ws: the same with a loader warp, gluon-pingpong: and two consumer "
-                             "warp groups taking turns)")
+                             "warp groups taking turns, one-pass: the backward adding dQ with atomic adds)")
     parser.add_argument("--configs", type=_parse_configs, default=None,
                         help="BLOCK_M,BLOCK_N,num_warps,num_stages[,maxnreg];... instead of the autotuning space "
                              "(maxnreg caps the registers per thread)")

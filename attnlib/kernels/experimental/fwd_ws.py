@@ -1,4 +1,10 @@
-r"""An experimental Hopper forward: on-device tensor descriptors and warp specialisation.
+r"""Experimental: the forward with on-device tensor descriptors and Triton's warp specialisation.
+
+*What it tries.* Whether Triton's automatic warp specialisation (a producer warp group that only
+loads, consumers that only compute) makes the forward faster than the TMA kernel on Hopper.
+*What has been measured.* Only what the compiler says (sm_90, D=128 bf16: 4 warps become 12 with
+register reallocation, 168 registers, no spill) and its output in Triton's CPU interpreter
+(``tests/test_kernels_flash_ws.py``); it has never run on a GPU, so its speed is unknown.
 
 FlashAttention-3 (background, not a seed) splits a Hopper thread block into *warp groups
 with different jobs*: one group only issues the copy engine's tile loads (the producer),
@@ -10,14 +16,13 @@ for a loop marked ``tl.range(..., warp_specialize=True)`` on sm_90 (Meta's pass,
 
 Compiled for sm_90 with 4 warps per program (``tools/compile_kernels.py``; no GPU needed),
 the kernel becomes 12 warps with register reallocation; with 8 warps the pass leaves it
-alone. Whether it is faster is for a GPU to say: the benchmark's forward ladder times it
-(``attnlib.bench.flash.LADDER``); :func:`attnlib.kernels.flash_attention` uses it only once a measured
-run names it the Hopper default (:mod:`._flash_experimental`).
+alone. Whether it is faster is for a GPU to say: the benchmark's forward ladder
+(``attnlib.bench.flash.LADDER``) and ``tools/gpu_forward_target.py`` time it.
 
 Scope, kept small on purpose: float16 or bfloat16, head dim 64 or 128, and lengths that are
 whole multiples of the tiles (so no tile needs a length mask and none crosses from one head into
 the next of the flattened ``(B*H*L, D)`` views). The math is the online softmax of
-:func:`._flash_fwd.online_softmax_step`.
+:func:`attnlib.kernels._flash_fwd.online_softmax_step`.
 
 Causal, one loop with the mask on every tile. The pass takes one loop: a kernel with two
 specialised loops (unmasked tiles, then the diagonal's masked ones, as attnlib's other forwards
@@ -37,7 +42,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._flash_fwd import key_tile_range, online_softmax_step
+from .._flash_fwd import key_tile_range, online_softmax_step
 
 __all__ = ["flash_fwd_ws", "check_ws_supported", "unhandled", "flatten_heads", "WS_CONFIGS"]
 
@@ -89,10 +94,8 @@ def _flash_fwd_ws_kernel(
     tl.store(LSE + off_bh * LQ + offs_m, m_i + tl.math.log2(l_i))
 
 
-def unhandled(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, block_n: int, v=None,
-              causal_handled: bool = True) -> list[str]:
-    """What the experimental Hopper kernels (this forward and ``_flash_bwd_ws``, which passes
-    ``causal_handled=False``) do not handle, in words.
+def unhandled(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, block_n: int, v=None) -> list[str]:
+    """What this forward does not handle, in words (the Gluon forwards add their own limits to these).
 
     Beyond their limits (half precision, D 64 or 128, whole tiles), the inputs must fit
     together as :func:`attnlib.kernels.flash_attention` checks them, since these kernels read rows of
@@ -109,14 +112,14 @@ def unhandled(q: torch.Tensor, k: torch.Tensor, causal: bool, block_m: int, bloc
         problems.append(f"v of shape {tuple(v.shape)} and dtype {v.dtype} (k's: {tuple(k.shape)}, {k.dtype})")
     if k.dtype != q.dtype:
         problems.append(f"k of dtype {k.dtype} with q of dtype {q.dtype} (one dtype)")
-    if causal and not causal_handled:
-        problems.append("causal=True (only the unmasked, non-causal loop is handled)")
-    elif causal and lq > lk:  # query tiles with no key to see would run the specialised loop zero times
+    if causal and lq > lk:  # query tiles with no key to see would run the specialised loop zero times
         problems.append(f"causal with Lq={lq} > Lk={lk} (rows that see no key; causal needs Lk >= Lq)")
     if q.dtype not in (torch.float16, torch.bfloat16):
         problems.append(f"dtype {q.dtype} (float16 or bfloat16 only)")
     if d not in (64, 128):
         problems.append(f"head dim {d} (64 or 128 only)")
+    if q.shape[0] * q.shape[1] > 65_535:  # the grid is (query tiles, B*H): axis 1 stops at 65,535
+        problems.append(f"B*H = {q.shape[0] * q.shape[1]} (at most 65,535: the grid's second axis)")
     if lq % block_m or lk % block_n or lq == 0 or lk == 0:
         problems.append(f"lengths Lq={lq}, Lk={lk} (must be positive multiples of the {block_m}x{block_n} tile)")
     return problems

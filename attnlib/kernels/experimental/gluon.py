@@ -1,4 +1,11 @@
-r"""An experimental Hopper forward in Gluon: the next tile's scores in flight during this tile's softmax.
+r"""Experimental: a Hopper forward in Gluon, the next tile's scores in flight during this tile's softmax.
+
+*What it tries.* Whether overlapping the softmax with the tensor cores inside one warp group (the
+first half of FlashAttention-3's schedule) lifts the forward above the TMA kernel. *What has been
+measured.* Only what the compiler says (sm_90: wgmma, no spill, the exponentials placed while a
+product is in flight; ``tests/test_kernels_flash_gluon.py``); Gluon has no CPU interpreter, so its
+output has never been computed, and it has never run on a GPU. This module also holds the helpers
+the other Gluon forwards share (barrier rings, tile loads, the causal mask, the epilogue, the launch).
 
 Why a second language. In a ``tl.dot`` loop the compiler decides when each matrix product is
 waited for, and for attention it waits for the scores ``S = Q K^T`` at once, before any
@@ -38,9 +45,8 @@ Gluon kernels do not run under ``TRITON_INTERPRET``: this one is compiled for sm
 by the tests (``tests/test_kernels_flash_gluon.py``: wgmma, no spill, exponentials placed while
 a product is in flight, ``resources.exp2_during_mma``) and its results are checked on a GPU only,
 against attnlib's descriptor kernel, by the benchmark's child process before it is timed
-(``attnlib.bench.canary.gluon_errors``). :func:`attnlib.kernels.flash_attention` uses it only once a
-measured run names it the Hopper default (:mod:`._flash_experimental`).
-:mod:`._flash_fwd_gluon_ws` is the same loop with a warp that only loads.
+(``attnlib.bench.canary.gluon_errors``). :mod:`.gluon_ws` is the same loop with a warp that only
+loads, :mod:`.gluon_pingpong` that with two consumer warp groups taking turns.
 """
 
 from __future__ import annotations
@@ -57,9 +63,9 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from ._flash_fwd_ws import flatten_heads
-from ._flash_fwd_ws import unhandled as whole_tile_problems
-from ._interpreter_compat import interpreting
+from .._interpreter_compat import interpreting
+from .fwd_ws import flatten_heads
+from .fwd_ws import unhandled as whole_tile_problems
 
 __all__ = ["flash_fwd_gluon", "check_gluon_supported", "unhandled", "GLUON_CONFIGS"]
 
@@ -182,7 +188,7 @@ def _overlapped_step(j, acc, l_i, m_i, p, q_smem, k_smem, v_smem, k_bars, v_bars
     """Key tile ``j``'s ``P V`` and tile ``j + 1``'s softmax, overlapped; returns the state for tile ``j + 1``.
 
     On return no product is in flight: K tile ``j + 1`` and V tile ``j`` are no longer read by this
-    warp group (the caller frees their slots). ``TAKE_TURNS`` (:mod:`._flash_fwd_gluon_pingpong`):
+    warp group (the caller frees their slots). ``TAKE_TURNS`` (:mod:`.gluon_pingpong`):
     issue the two products only when ``my_turn`` completes ``turn_phase``, then hand the turn over."""
     nxt = j + 1
     k_slot = nxt % STAGES

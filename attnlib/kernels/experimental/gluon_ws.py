@@ -1,6 +1,10 @@
-r"""The Gluon forward again, with a loader warp: FlashAttention-3's producer and consumers.
+r"""Experimental: the Gluon forward again, with a loader warp (FlashAttention-3's producer and consumers).
 
-In :mod:`._flash_fwd_gluon` the eight compute warps also issue the copies: after each step
+*What it tries.* Whether taking the copies off the compute warps (one warp that only loads) adds
+to :mod:`.gluon`'s overlap. *What has been measured.* Only the compiler's view (sm_90, 8 + 1 warps
+at ``maxnreg=168``; ``tests/test_kernels_flash_gluon.py``); it has never run on a GPU.
+
+In :mod:`.gluon` the eight compute warps also issue the copies: after each step
 they meet at a block-wide barrier and one of them starts the loads of the two freed slots
 (and Triton's shared-memory analysis adds barriers of its own around each copy: six per
 step in the compiled kernel). Here one extra warp does nothing but load (a *worker
@@ -10,7 +14,7 @@ pairs per slot, as FlashAttention-3 (background, not a seed) does on Hopper::
     loader (1 warp)                              consumers (8 warps: two warp groups)
     for tile t:                                  for tile j:
         wait  k_free[t % S]                          wait k_ready, v_ready; products; softmax
-        load  K_t  -> completes k_ready[t % S]       (exactly :func:`_flash_fwd_gluon._overlapped_step`)
+        load  K_t  -> completes k_ready[t % S]       (exactly :func:`.gluon._overlapped_step`)
         wait  v_free[t % S]                          arrive k_free[(j+1) % S], v_free[j % S]
         load  V_t  -> completes v_ready[t % S]
 
@@ -21,9 +25,8 @@ slot, on phase ``((t // S) & 1) ^ 1``, passes at once. The consumers' registers:
 is launched with ``maxnreg=168`` (12 warps x 32 threads x 168 fits the SM's 65,536), and the
 loader's warp group hands its share to them (``setmaxnreg``): 240 per consumer thread.
 
-Same scope as :mod:`._flash_fwd_gluon` (its :func:`~._flash_fwd_gluon.unhandled`), same
-results (the benchmark's child process checks both on a GPU before timing them); not used by
-:func:`attnlib.kernels.flash_attention`.
+Same scope as :mod:`.gluon` (its :func:`~.gluon.unhandled`), same
+results (the benchmark's child process checks both on a GPU before timing them).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier
 
-from ._flash_fwd_gluon import (
+from .gluon import (
     _barrier_ring,
     _epilogue,
     _first_tile,

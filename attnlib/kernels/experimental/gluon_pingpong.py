@@ -1,6 +1,11 @@
-r"""The Gluon forward with a loader warp and two consumer warp groups taking turns (FlashAttention-3's ping-pong).
+r"""Experimental: the Gluon forward with a loader warp and two consumer warp groups taking turns (ping-pong).
 
-In :mod:`._flash_fwd_gluon_ws` the two warp groups of the consumers form one partition: they
+*What it tries.* FlashAttention-3's whole forward schedule: the only kernel here shaped like the
+forward that beats cuDNN on Hopper. *What has been measured.* Only the compiler's view (sm_90,
+12 warps at ``maxnreg=168``; the 128x128 tile with three stages uses 230,784 of the 232,448 bytes
+of shared memory an sm_90 block may have, so it fits); it has never run on a GPU.
+
+In :mod:`.gluon_ws` the two warp groups of the consumers form one partition: they
 issue their products together and meet at every barrier. FlashAttention-3 (background, not a
 seed) lets them take turns instead: while one warp group computes its softmax on the CUDA
 cores, the other's matrix products run on the tensor cores, and then the other way round.
@@ -13,12 +18,11 @@ first is the default partition, the second a worker, the loader a third), and tw
         issue  S_{j+1} and P_j V_j
         arrive turn[1 - c]        the other group may issue now; this one computes its softmax
 
-The loop step is :func:`._flash_fwd_gluon._overlapped_step` with ``TAKE_TURNS``; the "free"
+The loop step is :func:`.gluon._overlapped_step` with ``TAKE_TURNS``; the "free"
 barriers of each K/V slot now wait for two arrivals, one per warp group. Registers: 12 warps
 at ``maxnreg=168``; the loader keeps 24, each consumer group 240.
 
-Same scope and checks as :mod:`._flash_fwd_gluon` (square 128-row tiles split into two halves);
-not used by :func:`attnlib.kernels.flash_attention`.
+Same scope and checks as :mod:`.gluon` (square 128-row tiles split into two halves).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier
 
-from ._flash_fwd_gluon import (
+from .gluon import (
     _barrier_ring,
     _epilogue,
     _first_tile,
@@ -41,12 +45,13 @@ from ._flash_fwd_gluon import (
     check_runnable,
     flattened_launch,
 )
-from ._flash_fwd_gluon_ws import LOADER_REGISTERS, MAX_REGISTERS, load_kv_when_free
+from .gluon_ws import LOADER_REGISTERS, MAX_REGISTERS, load_kv_when_free
 
 __all__ = ["flash_fwd_gluon_pingpong", "GLUON_PINGPONG_CONFIGS"]
 
 # (BLOCK_M, BLOCK_N, num_warps of the two consumer groups together, STAGES); BLOCK_M = 2 x 64 rows.
-GLUON_PINGPONG_CONFIGS = ((128, 128, 8, 2),)
+# Three stages fit sm_90's shared memory at D=128 (230,784 of 232,448 bytes; tools/compile_kernels.py).
+GLUON_PINGPONG_CONFIGS = ((128, 128, 8, 2), (128, 128, 8, 3))
 _CONSUMER_REGISTERS = 240  # the second consumer group's; the first gets what is left of 12 x 32 x 168
 
 
