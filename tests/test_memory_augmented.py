@@ -1,4 +1,4 @@
-"""attnlib.memory_augmented: the issue-26 checks against torch SDPA, closed forms and properties."""
+"""attnlib.memory_augmented against torch SDPA, closed forms, naive loops and properties."""
 
 import pytest
 import torch
@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnlib.core import scaled_dot_product_attention
-from attnlib.memory_augmented import KNNMemory, NeuralMemory, delta_rule_write, window_memories
+from attnlib.memory_augmented import (KNNMemory, NeuralMemory, crossbatch_negatives, delta_rule_write,
+                                      joint_softmax_read, window_memories)
 
 
 @settings(max_examples=25, deadline=None)
@@ -91,3 +92,51 @@ def test_fifo_first_chunk_and_closed_gate_are_local():
     torch.testing.assert_close(closed, local)
     with pytest.raises(ValueError):
         GatedFIFOMemory(2, 4)(q, k[..., :5, :], v)
+
+
+def test_joint_softmax_read_shape_errors():
+    q, k, v = torch.randn(3, 4), torch.randn(5, 4), torch.randn(5, 2)
+    with pytest.raises(ValueError, match="key dim"):
+        joint_softmax_read(q, torch.randn(6, 3), torch.randn(6, 2), k, v)
+    with pytest.raises(ValueError, match="must match"):
+        joint_softmax_read(q, torch.randn(6, 4), torch.randn(7, 2), k, v)
+    with pytest.raises(ValueError, match="equal dv"):
+        joint_softmax_read(q, torch.randn(6, 4), torch.randn(6, 3), k, v)
+
+
+def test_joint_softmax_read_per_query_memory_equals_sdpa_per_row():
+    g = torch.Generator().manual_seed(3)
+    q, k, v = torch.randn(2, 4, 3, generator=g), torch.randn(2, 5, 3, generator=g), torch.randn(2, 5, 2, generator=g)
+    mk, mv = torch.randn(2, 4, 6, 3, generator=g), torch.randn(2, 4, 6, 2, generator=g)
+    out = joint_softmax_read(q, mk, mv, k, v)
+    for b in range(2):
+        for i in range(4):
+            ref = torch.nn.functional.scaled_dot_product_attention(
+                q[b, i][None, None], torch.cat([mk[b, i], k[b]])[None], torch.cat([mv[b, i], v[b]])[None])[0, 0]
+            torch.testing.assert_close(out[b, i], ref)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 7), st.integers(1, 5), st.integers(0, 3), st.floats(0.1, 3.0))
+def test_crossbatch_negatives_equals_naive_loop(n, d, seed, scale):
+    g = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(3, n, d, generator=g, dtype=torch.float64), torch.randn(3, n, d, generator=g, dtype=torch.float64)
+    total = 0.0
+    for b in range(3):
+        for i in range(n):
+            s = [scale * float(q[b, i] @ k[b, j]) for j in range(n)]
+            total += -(s[i] - torch.logsumexp(torch.tensor(s, dtype=torch.float64), 0).item())
+    torch.testing.assert_close(crossbatch_negatives(q, k, scale=scale), torch.tensor(total / (3 * n), dtype=torch.float64))
+    # flattening the groups adds the other groups' keys as negatives: every row's denominator grows
+    flat = crossbatch_negatives(q.reshape(1, -1, d), k.reshape(1, -1, d), scale=scale)
+    assert flat >= crossbatch_negatives(q, k, scale=scale) - 1e-12
+
+
+def test_crossbatch_negatives_closed_forms_and_errors():
+    # orthonormal keys, q = k: every off-diagonal logit is 0, so the loss is log(1 + (N-1) e^{-s})
+    k = torch.eye(4, dtype=torch.float64)
+    torch.testing.assert_close(crossbatch_negatives(k, k, scale=2.0),
+                               torch.log(torch.tensor(1 + 3 * torch.e ** -2.0, dtype=torch.float64)))
+    torch.testing.assert_close(crossbatch_negatives(torch.randn(1, 3), torch.randn(1, 3)), torch.tensor(0.0))
+    with pytest.raises(ValueError, match="same shape"):
+        crossbatch_negatives(torch.randn(4, 3), torch.randn(5, 3))

@@ -32,8 +32,18 @@ def joint_softmax_read(q, mem_k, mem_v, k, v, mask=None, *, scale=None):
     mem_v likewise with dv; k: (..., Lk, d), v: (..., Lk, dv); mask: boolean (..., Lq, Lk) on the
     local keys (True = attend; memory is always visible). Returns (..., Lq, dv).
     """
-    check_tensor(q, "q", min_dim=2)
+    for name, x in (("q", q), ("mem_k", mem_k), ("mem_v", mem_v), ("k", k), ("v", v)):
+        check_tensor(x, name, min_dim=2)
     d = q.shape[-1]
+    if mem_k.shape[-1] != d or k.shape[-1] != d:
+        raise ValueError(f"q, mem_k and k must share the key dim d = {d}: got q {tuple(q.shape)}, "
+                         f"mem_k {tuple(mem_k.shape)}, k {tuple(k.shape)}")
+    if mem_k.dim() not in (q.dim(), q.dim() + 1) or mem_v.dim() != mem_k.dim() or mem_v.shape[-2] != mem_k.shape[-2]:
+        raise ValueError(f"mem_k (..., [Lq,] M, d) and mem_v (..., [Lq,] M, dv) must match each other and q: "
+                         f"got q {tuple(q.shape)}, mem_k {tuple(mem_k.shape)}, mem_v {tuple(mem_v.shape)}")
+    if k.shape[-2] != v.shape[-2] or mem_v.shape[-1] != v.shape[-1]:
+        raise ValueError(f"k/v must have equal Lk and mem_v/v equal dv: got k {tuple(k.shape)}, v {tuple(v.shape)}, "
+                         f"mem_v {tuple(mem_v.shape)}")
     scale = d ** -0.5 if scale is None else scale
     if mem_k.dim() == q.dim():  # shared memory: (..., M, d)
         mem_s = q @ mem_k.transpose(-2, -1)  # (..., Lq, M)
