@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from attnlib.core import scaled_dot_product_attention
 from attnlib.memory_augmented import (KNNMemory, NeuralMemory, crossbatch_negatives, delta_rule_write,
-                                      joint_softmax_read, window_memories)
+                                      joint_softmax_read, knn_read, neural_memory_step, window_memories)
 
 
 @settings(max_examples=25, deadline=None)
@@ -140,3 +140,44 @@ def test_crossbatch_negatives_closed_forms_and_errors():
     torch.testing.assert_close(crossbatch_negatives(torch.randn(1, 3), torch.randn(1, 3)), torch.tensor(0.0))
     with pytest.raises(ValueError, match="same shape"):
         crossbatch_negatives(torch.randn(4, 3), torch.randn(5, 3))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 8), st.integers(1, 10), st.integers(1, 6), st.integers(0, 3))
+def test_knn_read_batched_memory(n_mem, top_k, lc, seed):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = torch.randn(2, 3, 4, generator=g), torch.randn(2, lc, 4, generator=g), torch.randn(2, lc, 3, generator=g)
+    mk, mv = torch.randn(2, n_mem, 4, generator=g), torch.randn(2, n_mem, 3, generator=g)
+    out = knn_read(q, mk, mv, k, v, top_k)
+    for b in range(2):
+        if n_mem == 0:
+            ref = scaled_dot_product_attention(q[b], k[b], v[b])
+        else:
+            mem = KNNMemory(n_mem, min(top_k, n_mem))
+            mem.add(mk[b], mv[b])
+            ref = mem.attend(q[b], k[b], v[b])
+        torch.testing.assert_close(out[b], ref)
+    if top_k >= n_mem:  # every stored pair retrieved: full attention over memory and context
+        full = torch.nn.functional.scaled_dot_product_attention(q, torch.cat([mk, k], 1), torch.cat([mv, v], 1))
+        torch.testing.assert_close(out, full, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError):
+        knn_read(q, mk, mv, k, v, 0)
+
+
+def test_neural_memory_step_matches_autograd_and_class():
+    g = torch.Generator().manual_seed(4)
+    m = torch.randn(2, 3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    k, v = torch.randn(2, 7, 5, generator=g, dtype=torch.float64), torch.randn(2, 7, 3, generator=g, dtype=torch.float64)
+    ((k @ m.mT - v) ** 2).sum(-1).mean(-1).sum().backward()
+    m2, s2 = neural_memory_step(m.detach(), torch.zeros_like(m.detach()), k, v, lr=0.1)
+    torch.testing.assert_close(m2, m.detach() - 0.1 * m.grad)
+    torch.testing.assert_close(s2, -0.1 * m.grad)
+    mem = NeuralMemory(5, 3, lr=0.1, momentum=0.5, decay=0.1, dtype=torch.float64)
+    mem.m = m.detach()[0].clone()
+    mem.step(k[0], v[0])
+    ref, _ = neural_memory_step(m.detach()[0], torch.zeros(3, 5, dtype=torch.float64), k[0], v[0], 0.1, 0.5, 0.1)
+    torch.testing.assert_close(mem.m, ref)
+    with pytest.raises(ValueError):
+        neural_memory_step(m.detach(), m.detach(), k, v, lr=0.0)
+    with pytest.raises(ValueError):
+        neural_memory_step(m.detach(), m.detach()[..., :4], k, v, lr=0.1)
