@@ -181,3 +181,22 @@ def test_neural_memory_step_matches_autograd_and_class():
         neural_memory_step(m.detach(), m.detach(), k, v, lr=0.0)
     with pytest.raises(ValueError):
         neural_memory_step(m.detach(), m.detach()[..., :4], k, v, lr=0.1)
+
+
+def test_capacity_and_shape_errors():
+    from attnlib.memory_augmented import GatedFIFOMemory
+    for bad in (0, -1, 2.5):
+        with pytest.raises((ValueError, TypeError)):
+            GatedFIFOMemory(bad, 4)
+        with pytest.raises((ValueError, TypeError)):
+            GatedFIFOMemory(2, bad)
+        with pytest.raises((ValueError, TypeError)):
+            KNNMemory(bad, 1)
+    mem = KNNMemory(4, 2)
+    mem.add(torch.randn(3, 5), torch.randn(3, 2))
+    with pytest.raises(ValueError, match="stored"):
+        mem.add(torch.randn(1, 4), torch.randn(1, 2))  # key dim 4, stored 5
+    with pytest.raises(ValueError, match="key dim"):
+        mem.retrieve(torch.randn(2, 4))
+    with pytest.raises(ValueError):
+        delta_rule_write(torch.zeros(3, 4), torch.ones(3), torch.ones(3))
