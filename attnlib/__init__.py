@@ -14,6 +14,7 @@ One idea per module:
 * :mod:`attnlib.seq2seq`, :mod:`attnlib.pointer` - GRU encoder-decoder attention, pointer networks.
 * :mod:`attnlib.position` - sinusoidal, learned, relative, rotary, ALiBi and contextual positions.
 * :mod:`attnlib.lengthgen` - threshold-relative and monotonic location attention.
+* :mod:`attnlib.memory_augmented` - k-NN, gated FIFO and test-time neural memories; cross-batch negatives.
 * :mod:`attnlib.kv` - the key/value cache, incremental decoding, eviction policies, Loki.
 * :mod:`attnlib.sparse` - sparse patterns, receptive fields, MoBA, k-means routing, landmark and SEA selection.
 * :mod:`attnlib.flex` - a dense reference of FlexAttention's score_mod/mask_mod model and its block summaries.
@@ -38,10 +39,11 @@ from . import (bench, checks, core, data, flex, heads, interp, kernels, kv, leng
                normalizers, pointer, position, prob, rank, resources, scores, seq2seq, sinks, sparse, utils,
                validation)
 from . import expressivity
+from . import memory_augmented
 
 __version__ = "0.1.0"
 
 __all__ = ["bench", "checks", "core", "data", "flex", "heads", "interp", "kernels", "kv", "lengthgen", "linear",
            "masks", "memory", "models", "normalizers", "pointer", "position", "prob", "rank", "resources", "scores",
            "seq2seq", "sinks", "sparse", "utils", "validation", "__version__",
-           "expressivity"]
+           "expressivity", "memory_augmented"]

@@ -15,7 +15,7 @@ from helpers import run_chapter
 # One block per chapter; keep each block's lines together.
 MUTATIONS = {
     "01_attention_as_lookup": [
-        ('"MEM": "ch. 02-03"', '"MEM": "lab 11"', "the map names"),  # the map names a lab the book lacks
+        ('"MEM": "ch. 02-03, lab 11"', '"MEM": "ch. 02-03, lab 21"', "the map names"),  # a lab the book lacks
         # soft lookup: the softmax of minus the scores (a sign slip) is no longer a lookup of the best key
         ("weights = torch.softmax(scores, dim=0)", "weights = torch.softmax(-scores, dim=0)", "assert hard_index == 2"),
         # Nadaraya-Watson: forgetting to leave the sample out makes the cross-validation pick the smallest bandwidth

@@ -1,6 +1,6 @@
 """Each lab's check cells must fail on wrong answers (a check that cannot fail is a defect).
 
-Covered: labs 01-10, 12, 13, 14, the kernel labs 15-18 and lab 19; every exercise of a covered lab has at least one mutation.
+Covered: labs 01-10, 11, 12, 13, 14, the kernel labs 15-18 and lab 19; every exercise of a covered lab has at least one mutation.
 Each mutation breaks one exercise of a lab's solution the way a student might (the comments say how);
 running that exercise's check cells must then raise an AssertionError naming the exercise, before any
 kernel writes outside a buffer. Every unbroken solution passes all of its checks. The kernel labs
@@ -233,6 +233,24 @@ MUTATIONS = {  # lab -> (exercise, text in the solution, the broken text)
         ("10.5", "eigenvectors.flip(-1)[..., :rank]", "eigenvectors[..., :rank]"),  # smallest directions kept
         ("10.5", "moment = keys.transpose(-2, -1) @ keys / keys.shape[-2]", "moment = q.transpose(-2, -1) @ q"),
         # basis of the queries, not the keys
+    ],
+    "lab11_memory": [
+        ("11.1", "s_mem.topk(top, dim=-1)", "s_mem.topk(top, dim=-1, largest=False)"),  # retrieves the worst matches
+        ("11.1", "s_mem = (q @ mem_k.transpose(-2, -1)) * scale", "s_mem = q @ mem_k.transpose(-2, -1)"),  # memory unscaled
+        ("11.1", "s_loc.masked_fill(~mask", "s_loc.masked_fill(mask"),  # mask inverted
+        ("11.1", "total = e.sum(-1, keepdim=True)", "total = e[..., top:].sum(-1, keepdim=True)"),  # memory outside the softmax
+        ("11.2", "(k * k).sum(-1)[..., None, None]", "(k * k).sum(-1).sqrt()[..., None, None]"),  # eta = 1/||k||
+        ("11.2", "err = v - (m @ k[..., None])[..., 0]", "err = v"),  # Hebbian write: the old read not subtracted
+        ("11.2", "return m + eta", "return m - eta"),  # sign of the correction
+        ("11.3", "grad = 2 * err.transpose(-2, -1) @ k / k.shape[-2]",
+         "grad = 2 * err.transpose(-2, -1) @ k"),  # sum over pairs instead of the mean
+        ("11.3", "s = momentum * s - lr * grad", "s = momentum * s + lr * grad"),  # gradient ascent
+        ("11.3", "return (1 - decay) * m + s, s", "return (1 - decay) * (m + s), s"),  # decays the new update too
+        ("11.3", "grad = 2 * err", "grad = err"),  # forgot the factor 2 of the square
+        ("11.4", "out = out + g * read", "out = out + gate * read"),  # gate logit used without the sigmoid
+        ("11.4", ")[-n_slots:]", ")"),  # the FIFO never drops a summary
+        ("11.4", "vc, causal=True)", "vc, causal=False)"),  # local attention sees the future of its chunk
+        ("11.4", "mem_v = (mem_v + [vc.mean(-2)])[-n_slots:]", "mem_v = (mem_v + [vc.sum(-2)])[-n_slots:]"),  # sum, not mean
     ],
     "lab12_sinks_and_massive_activations": [
         ("12.1", "sees = torch.arange(lk)[None, :] <= torch.arange(lq)[:, None] + (lk - lq)",

@@ -224,6 +224,23 @@ ALTERNATIVES = {  # lab -> (exercise, text in the solution, a correct alternativ
         ("10.5", "    u = torch.linalg.eigh(moment).eigenvectors.flip(-1)[..., :rank]  # (..., d, r)",
          "    u = torch.linalg.svd(keys, full_matrices=False).Vh.transpose(-2, -1)[..., :rank]"),
     ],
+    "lab11_memory": [
+        # the safe softmax as torch.softmax, the NaN of a row with nothing to attend to set to 0
+        ("11.1", "    m = s.amax(-1, keepdim=True)\n    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))\n"
+         "    e = torch.exp(s - m)\n    total = e.sum(-1, keepdim=True)\n"
+         "    w = e / torch.where(total > 0, total, torch.ones_like(total))\n",
+         "    w = torch.softmax(s, dim=-1).nan_to_num(0.0)\n"),
+        # the write as an einsum outer product
+        ("11.2", "return m + eta * err[..., :, None] * k[..., None, :]",
+         "return m + eta * torch.einsum('...i,...j->...ij', err, k)"),
+        # the gradient by autograd
+        ("11.3", "grad = 2 * err.transpose(-2, -1) @ k / k.shape[-2]  # (..., dv, dk)",
+         "leaf = m.detach().clone().requires_grad_(True)\n"
+         "    grad = torch.autograd.grad(((k @ leaf.transpose(-2, -1) - v) ** 2).sum(-1).mean(-1).sum(), leaf)[0]"),
+        # PyTorch's SDPA for the local part (square chunks: top-left causal = bottom-right)
+        ("11.4", "out = attnlib.core.scaled_dot_product_attention(qc, kc, vc, causal=True)",
+         "out = torch.nn.functional.scaled_dot_product_attention(qc, kc, vc, is_causal=True)"),
+    ],
     "lab15_triton_basics": [
         # masked lanes loaded as 0 and the sum stored through tl.where-free masking (other=0.0 on both loads)
         ("15.1", "    x = tl.load(X + offsets, mask=mask)\n    y = tl.load(Y + offsets, mask=mask)\n",

@@ -22,7 +22,7 @@ import torch
 from ..core import scaled_dot_product_attention
 from ..validation import check_positive_int, check_tensor
 
-__all__ = ["KNNMemory", "joint_softmax_read"]
+__all__ = ["KNNMemory", "joint_softmax_read", "knn_read"]
 
 
 def joint_softmax_read(q, mem_k, mem_v, k, v, mask=None, *, scale=None):
@@ -32,8 +32,18 @@ def joint_softmax_read(q, mem_k, mem_v, k, v, mask=None, *, scale=None):
     mem_v likewise with dv; k: (..., Lk, d), v: (..., Lk, dv); mask: boolean (..., Lq, Lk) on the
     local keys (True = attend; memory is always visible). Returns (..., Lq, dv).
     """
-    check_tensor(q, "q", min_dim=2)
+    for name, x in (("q", q), ("mem_k", mem_k), ("mem_v", mem_v), ("k", k), ("v", v)):
+        check_tensor(x, name, min_dim=2)
     d = q.shape[-1]
+    if mem_k.shape[-1] != d or k.shape[-1] != d:
+        raise ValueError(f"q, mem_k and k must share the key dim d = {d}: got q {tuple(q.shape)}, "
+                         f"mem_k {tuple(mem_k.shape)}, k {tuple(k.shape)}")
+    if mem_k.dim() not in (q.dim(), q.dim() + 1) or mem_v.dim() != mem_k.dim() or mem_v.shape[-2] != mem_k.shape[-2]:
+        raise ValueError(f"mem_k (..., [Lq,] M, d) and mem_v (..., [Lq,] M, dv) must match each other and q: "
+                         f"got q {tuple(q.shape)}, mem_k {tuple(mem_k.shape)}, mem_v {tuple(mem_v.shape)}")
+    if k.shape[-2] != v.shape[-2] or mem_v.shape[-1] != v.shape[-1]:
+        raise ValueError(f"k/v must have equal Lk and mem_v/v equal dv: got k {tuple(k.shape)}, v {tuple(v.shape)}, "
+                         f"mem_v {tuple(mem_v.shape)}")
     scale = d ** -0.5 if scale is None else scale
     if mem_k.dim() == q.dim():  # shared memory: (..., M, d)
         mem_s = q @ mem_k.transpose(-2, -1)  # (..., Lq, M)
@@ -55,6 +65,31 @@ def joint_softmax_read(q, mem_k, mem_v, k, v, mask=None, *, scale=None):
     else:
         out_m = (w_m[..., None] * mem_v).sum(-2)
     return out_m + w_c @ v
+
+
+def knn_read(q, mem_k, mem_v, k, v, top_k: int, mask=None, *, scale=None):
+    """Exact top-``top_k`` retrieval from a memory, then the joint-softmax read.
+
+    q: (..., Lq, d); mem_k: (..., M, d) and mem_v: (..., M, dv), leading dims broadcasting with q's (one
+    memory per batch element, or one shared (M, d) memory); k, v, mask: the local keys, values and mask as in
+    :func:`joint_softmax_read`. Each query retrieves its ``min(top_k, M)`` memory keys of largest inner
+    product. With ``top_k >= M`` this is full attention over memory ∪ context; with ``M = 0`` it is local
+    attention. Returns (..., Lq, dv).
+    """
+    check_positive_int(top_k, "top_k")
+    for name, x in (("q", q), ("mem_k", mem_k), ("mem_v", mem_v)):
+        check_tensor(x, name, min_dim=2)
+    if mem_k.shape[-1] != q.shape[-1] or mem_k.shape[-2] != mem_v.shape[-2]:
+        raise ValueError(f"mem_k (..., M, d) must match q's d and mem_v's M: got q {tuple(q.shape)}, "
+                         f"mem_k {tuple(mem_k.shape)}, mem_v {tuple(mem_v.shape)}")
+    top = min(top_k, mem_k.shape[-2])
+    idx = (q @ mem_k.transpose(-2, -1)).topk(top, dim=-1).indices  # (..., Lq, top)
+
+    def gather(mem):  # (..., M, e) -> (..., Lq, top, e)
+        full = mem[..., None, :, :].expand(*idx.shape[:-1], *mem.shape[-2:])
+        return full.gather(-2, idx[..., None].expand(*idx.shape, mem.shape[-1]))
+
+    return joint_softmax_read(q, gather(mem_k), gather(mem_v), k, v, mask, scale=scale)
 
 
 class KNNMemory:
