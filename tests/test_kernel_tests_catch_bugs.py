@@ -42,8 +42,8 @@ MUTATIONS = [  # (module under attnlib/kernels, line as written, broken line, te
     ("decode.py", "b = (pid_bh // Hkv).to(tl.int64)", "b = pid_bh // Hkv", "test_kernels_addressing.py", "64_bit"),
     ("flash.py", 'if kernel == "tma" or not _kernel_unavailable(e):', 'if kernel == "tma":',
      "test_kernels_flash_fallbacks.py", "surface"),
-    ("flash.py", "if not _kernel_unavailable(e):  # out of memory", "if False:  # out of memory",
-     "test_kernels_flash_fallbacks.py", "surface"),
+    ("flash.py", 'return type(e) is RuntimeError and "PassManager::run failed" in str(e)',
+     "return isinstance(e, RuntimeError)", "test_kernels_flash_fallbacks.py", "surface"),  # any RuntimeError
     # the folded grid: the batch/head index taken from the wrong quotient
     ("_flash_fwd.py", "return start_m, pid // num_m", "return start_m, pid % num_m", "test_kernels_addressing.py",
      "folded_grid"),

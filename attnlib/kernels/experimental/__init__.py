@@ -99,7 +99,7 @@ def unhandled(kind: str, config: tuple, q: torch.Tensor, k: torch.Tensor, v: tor
 def forward(kind: str, config: tuple) -> Callable:
     """The forward ``kind`` at tile ``config``: ``(q, k, v, causal, scale) -> (o, lse2)`` with q/k/v
     ``(B, H, L, D)``, o like q and the base-2 log-sum-exp ``(B*H, Lq)`` in float32, as
-    :func:`attnlib.kernels.flash._forward` returns them (so that it fits flash_attention's backward)."""
+    ``attnlib.kernels.flash._forward`` returns them (so that it fits flash_attention's backward)."""
     _check_kind(kind)
     if kind == "ws":
         from .fwd_ws import flash_fwd_ws

@@ -1,6 +1,6 @@
 """Experimental: FlashAttention-2's one-pass backward, dQ added with atomic adds inside the dK/dV kernel.
 
-*What it tries.* The production backward (:func:`attnlib.kernels.flash._backward`) runs two kernels,
+*What it tries.* The production backward (``attnlib.kernels.flash._backward``) runs two kernels,
 one per key tile for dK/dV and one per query tile for dQ, and so computes seven matrix products
 where the one-pass backward computes five: the dK/dV kernel already has each tile's :math:`dS`, so
 one more product, :math:`dS\\,K`, is that key tile's share of :math:`dQ`, added into a float32 buffer
@@ -28,7 +28,7 @@ ONE_PASS_CONFIGS = ((64, 128, 8, 3), (32, 128, 8, 3))
 
 
 def backward_one_pass(q, k, v, o, lse, do, causal: bool, scale: float, config: tuple = ONE_PASS_CONFIGS[0]):
-    """dQ, dK, dV in one pass, as :func:`attnlib.kernels.flash._backward` takes and returns them.
+    """dQ, dK, dV in one pass, as ``attnlib.kernels.flash._backward`` takes and returns them.
 
     q/o/do ``(B, H, Lq, D)``, k/v ``(B, Hk, Lk, D)``, lse the forward's base-2 log-sum-exp ``(B*H, Lq)``.
     One fixed ``config = (BLOCK_M, BLOCK_N, num_warps, num_stages)``: an autotuner would run the kernel
